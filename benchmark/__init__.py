@@ -1,0 +1,1 @@
+"""gpvae-bench harness: spec -> plan -> launch -> run -> record -> aggregate -> render."""

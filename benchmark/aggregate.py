@@ -1,0 +1,103 @@
+"""Records -> pandas frame -> best restart per split -> mean/std per cell -> t-tests vs the best.
+
+Statistics (documented here because the paper leaves them implicit):
+- per (row, dataset, dim, split) the restart with the highest validation IWAE is kept;
+- a cell shows the mean and the sample standard deviation (ddof=1) over splits;
+- the best row of a column is the highest mean; every other row is compared with it by a
+  two-sided t-test over splits: Welch's unequal-variance test by default (scipy.stats.ttest_ind,
+  equal_var=False), or with `paired=True` a paired t-test over the splits both rows share
+  (scipy.stats.ttest_rel): splits are identical across methods, so pairing removes the
+  split-to-split spread;
+- p > alpha (0.01, the paper's) marks a row as not distinguishable from the best (blue);
+- with fewer than 2 splits in either cell there is no test, and the cell says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.01
+KEY_COLUMNS = ["dataset", "dim", "method", "variant"]
+
+
+def records_frame(records: list[dict], metric: str = "test_iwae") -> pd.DataFrame:
+    """One row per successful run, with the metric, validation IWAE, floor and timing."""
+    rows = []
+    for rec in records:
+        if rec.get("status") != "ok":
+            continue
+        key, m = rec["key"], rec["metrics"]
+        rows.append({**{k: key[k] for k in KEY_COLUMNS}, "split": key["split"],
+                     "restart": key["restart"], "value": m[metric], "val_iwae": m["val_iwae"],
+                     "floor": m["mean_image_floor"], "wall_seconds": rec.get("wall_seconds")})
+    columns = KEY_COLUMNS + ["split", "restart", "value", "val_iwae", "floor", "wall_seconds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def best_restarts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per split, the restart with the best validation log-likelihood."""
+    if frame.empty:
+        return frame
+    idx = frame.groupby(KEY_COLUMNS + ["split"])["val_iwae"].idxmax()
+    return frame.loc[idx].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Cell:
+    n: int
+    mean: float
+    std: float
+    best: bool = False
+    p_value: float | None = None  # against the column's best; None when untested
+    tie: bool = False  # p > alpha: no evidence of a difference from the best
+    note: str = ""
+
+
+def _p_value(a: pd.Series, b: pd.Series, paired: bool) -> float | None:
+    if paired:
+        common = a.index.intersection(b.index)
+        if len(common) < 2:
+            return None
+        x, y = a.loc[common], b.loc[common]
+        if (x - y).std(ddof=1) == 0:
+            return 1.0 if (x == y).all() else 0.0
+        return float(stats.ttest_rel(x, y).pvalue)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarize(frame: pd.DataFrame, *, paired: bool = False, alpha: float = ALPHA) -> dict:
+    """{(dataset, dim): {(method, variant): Cell}} from best-restart rows."""
+    table: dict = {}
+    for (dataset, dim), col in best_restarts(frame).groupby(["dataset", "dim"]):
+        per_row = {mv: g.set_index("split")["value"] for mv, g in col.groupby(["method", "variant"])}
+        best = max(per_row, key=lambda mv: per_row[mv].mean())
+        cells = {}
+        for mv, values in per_row.items():
+            n = len(values)
+            std = float(values.std(ddof=1)) if n > 1 else math.nan
+            if mv == best:
+                note = "" if n > 1 else "n<2: no test"
+                cells[mv] = Cell(n, float(values.mean()), std, best=True, note=note)
+                continue
+            p = _p_value(values, per_row[best], paired)
+            note = "" if p is not None else "n<2: no test"
+            cells[mv] = Cell(n, float(values.mean()), std, p_value=p,
+                             tie=p is not None and p > alpha, note=note)
+        table[(dataset, int(dim))] = cells
+    return table
+
+
+def floors(frame: pd.DataFrame) -> dict:
+    """Mean-image log-likelihood per (dataset, dim) column (the same model for every dim)."""
+    if frame.empty:
+        return {}
+    return {(d, int(k)): float(v) for (d, k), v in frame.groupby(["dataset", "dim"])["floor"].mean()
+            .items()}

@@ -1,0 +1,292 @@
+"""`python reproduce.py --table N`: plan -> launch -> collect -> aggregate -> render."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from methods.registry import display_name, registered_methods
+
+from . import datasets
+from .aggregate import floors, records_frame, summarize
+from .keys import RunKey
+from .launch import LAUNCHERS, LauncherError, launch
+from .plan import Plan, make_plan
+from .profiles import load_profile, profile_names
+from .records import CorruptRecord, read_record, set_aside
+from .render import TableData, to_html, to_latex, to_markdown
+from .specs import load_table_spec, table_names
+from .yamlio import ConfigError
+
+log = logging.getLogger("gpvae_bench")
+DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "data")
+
+
+class UsageError(ValueError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reproduce.py",
+        description="Train every method of a table of Kim (CVPR 2022) over splits x restarts, "
+        "evaluate test log-likelihood by IWAE, t-test against the best method, and write the "
+        "table as Markdown, LaTeX and HTML under RESULTS/tables/.",
+    )
+    p.add_argument("--table", help="which table to reproduce (see --list)")
+    p.add_argument("--profile", default="quick",
+                   help="work size: smoke (seconds), quick (minutes on a CPU), paper (the paper's "
+                   "protocol), or a path to a profile YAML (default: quick)")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
+                   help="folder holding the datasets in torchvision layout "
+                   f"(default: $GPVAE_BENCH_DATA or '{DEFAULT_DATA_ROOT}')")
+    p.add_argument("--download", action="store_true",
+                   help="download missing datasets from their official sources")
+    p.add_argument("--results-dir", default="results",
+                   help="where records, logs and tables go (default: results)")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="debug: in this process; local: subprocesses (see --jobs); slurm: job "
+                   "arrays through submitit (see --cluster) (default: local)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local launcher: runs at the same time; CPU threads are shared among "
+                   "them (default: 1)")
+    p.add_argument("--cluster", default=None,
+                   help="slurm launcher: cluster profile name (slurm/NAME.yaml) or path")
+    p.add_argument("--no-wait", action="store_true",
+                   help="slurm launcher: submit and return; render later with --collect")
+    p.add_argument("--collect", action="store_true",
+                   help="launch nothing: aggregate and render the records that exist")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (done / pending / failed runs) and exit")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (cuda when available) (default: auto)")
+    p.add_argument("--methods", help="comma-separated method families to run (default: all rows)")
+    p.add_argument("--datasets", help="comma-separated datasets to run (default: the table's)")
+    p.add_argument("--dims", help="comma-separated latent sizes to run (default: the table's)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute runs that already have a record (old ones are set aside)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun only runs recorded as failed")
+    p.add_argument("--paired", action="store_true",
+                   help="paired t-test over the shared splits instead of the paper's unpaired "
+                   "Welch test")
+    p.add_argument("--list", action="store_true", help="list tables, methods, profiles, datasets")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch log lines")
+    return p
+
+
+def list_everything() -> str:
+    lines = ["tables:"]
+    for name in table_names():
+        spec = load_table_spec(name)
+        lines.append(f"  {name}: {spec.title} [{', '.join(spec.datasets)}; dims "
+                     f"{', '.join(map(str, spec.dims))}; {len(spec.rows)} rows]")
+    lines.append("methods:")
+    for name, info in registered_methods().items():
+        variants = ", ".join(display_name(info.label, v) for v in info.variants)
+        lines.append(f"  {name}: {variants}")
+    lines.append("profiles:")
+    for name in profile_names():
+        lines.append(f"  {name}: {load_profile(name).description}")
+    lines.append(f"datasets: {', '.join(datasets.dataset_names())}")
+    return "\n".join(lines)
+
+
+def _csv(value: str | None, cast=str) -> set | None:
+    return None if value is None else {cast(v.strip()) for v in value.split(",") if v.strip()}
+
+
+def _resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _check_data(plan: Plan, pending, requested: set | None, data_root: str, download: bool):
+    """Load each dataset that has pending runs once; a missing one is skipped with a warning, or
+    is an error when the user asked for it by name or nothing else is left to run."""
+    needed = sorted({t.key.dataset for t in pending})
+    missing = {}
+    for ds in needed:
+        try:
+            datasets.load_dataset(ds, data_root, download)
+        except datasets.DatasetMissing as err:
+            missing[ds] = str(err)
+    if missing and (requested or len(missing) == len(needed)):
+        raise datasets.DatasetMissing(next(iter(missing.values())))
+    for ds, why in missing.items():
+        log.warning("skipping %s: %s", ds, why)
+        plan.unavailable[ds] = "data missing"
+    return [t for t in pending if t.key.dataset not in missing]
+
+
+def collect_records(plan: Plan) -> list[dict]:
+    records = []
+    for task in plan.tasks:
+        path = task.record_path
+        if path.exists():
+            try:
+                rec = read_record(path)
+            except CorruptRecord as err:
+                log.warning("%s", err)
+                continue
+            if rec["config_hash"] == task.config_hash():
+                records.append(rec)
+    return records
+
+
+def build_table(plan: Plan, spec, profile, records: list[dict], paired: bool) -> TableData:
+    frame = records_frame(records, spec.metric)
+    failed: dict = {}
+    for rec in records:
+        if rec["status"] != "ok":
+            k = rec["key"]
+            idx = (k["dataset"], k["dim"], k["method"], k["variant"])
+            failed[idx] = failed.get(idx, 0) + 1
+    test = "paired t-test over shared splits" if paired else "two-sided Welch t-test"
+    caption = (
+        f"Profile '{profile.name}': {profile.splits} splits x {profile.restarts} restarts "
+        f"(best validation IWAE kept), {profile.epochs} epochs, "
+        f"{profile.train_size or 'all'} training images, IWAE K={profile.iwae_k} on "
+        f"{profile.test_size or 'all'} test images. Mean ± sample std over splits (nats). "
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
+    )
+    legend = (
+        f"Red bold: best mean in the column. Blue bold: {test} against the best gives p > 0.01. "
+        "Plain: p <= 0.01. 'below floor': fewer than 100 nats above the mean-image model "
+        "(last row), a sign of a broken run."
+    )
+    return TableData(spec, summarize(frame, paired=paired), floors(frame), dict(plan.unavailable),
+                     failed, caption, legend)
+
+
+def write_tables(data: TableData, results_dir: Path) -> list[Path]:
+    out = Path(results_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in (("md", to_markdown(data)), ("tex", to_latex(data)),
+                         ("html", to_html(data))):
+        path = out / f"{data.spec.name}.{suffix}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record):
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def run(args) -> int:
+    if args.list:
+        print(list_everything())
+        return 0
+    if not args.table:
+        raise UsageError("--table is required (or --list); known tables: "
+                         + ", ".join(table_names()))
+    spec = load_table_spec(args.table)
+    profile = load_profile(args.profile)
+    methods = _csv(args.methods)
+    unknown = sorted((methods or set()) - set(registered_methods()))
+    if unknown:
+        raise UsageError(f"unknown method {unknown[0]!r}; registered methods: "
+                         + ", ".join(registered_methods()))
+    requested = _csv(args.datasets)
+    for ds in requested or ():
+        if ds not in spec.datasets:
+            raise UsageError(f"dataset {ds!r} is not in {spec.name}; its datasets: "
+                             + ", ".join(spec.datasets))
+    dims = _csv(args.dims, int)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    device = _resolve_device(args.device)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.launcher == "local" else None
+
+    plan = make_plan(spec, profile, data_root=args.data_root, results_dir=args.results_dir,
+                     device=device, threads=threads, download=args.download, methods=methods,
+                     dataset_filter=requested, dims=dims)
+    for row in plan.rows_without_plugin:
+        log.warning("row %s: no plugin registered for method %r yet", row.label, row.method)
+    for ds, why in plan.unavailable.items():
+        if why != "not selected":
+            log.warning("dataset %s: %s", ds, why)
+    pending = [] if args.collect else plan.pending(args.retry_failed, args.force)
+    print(f"{spec.name}, profile {profile.name}: {plan.summary()}; {len(pending)} to run",
+          file=sys.stderr)
+    if args.dry_run:
+        for task in pending:
+            print(f"  would run {task.key} ({plan.states[task.key]})")
+        return 0
+
+    cluster = None
+    if args.launcher == "slurm" and pending:
+        from .cluster import load_cluster_profile
+
+        if not args.cluster:
+            raise UsageError("--launcher slurm needs --cluster NAME (a slurm/NAME.yaml profile)")
+        cluster = load_cluster_profile(args.cluster)
+    pending = _check_data(plan, pending, requested, args.data_root, args.download)
+    for task in pending:
+        state = plan.states[task.key]
+        if state in ("corrupt", "stale") or (task.record_path.exists() and args.force):
+            moved = set_aside(task.record_path, state if state != "done" else "replaced")
+            log.warning("%s record set aside as %s", state, moved.name)
+
+    start = time.perf_counter()
+    results = launch(pending, launcher=args.launcher, jobs=args.jobs, cluster_profile=cluster,
+                     folder=Path(args.results_dir) / "submitit" / profile.name / spec.name,
+                     wait=not args.no_wait)
+    if pending and not (args.launcher == "slurm" and args.no_wait):
+        print(f"trained {len(pending)} runs in {time.perf_counter() - start:.0f}s",
+              file=sys.stderr)
+    elif pending:
+        print("submitted; run again with --collect to render what has finished", file=sys.stderr)
+        return 0
+
+    records = collect_records(plan)
+    data = build_table(plan, spec, profile, records, args.paired)
+    paths = write_tables(data, Path(args.results_dir))
+    print(to_markdown(data, ansi=sys.stdout.isatty()))
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+
+    failures = [r for r in records if r["status"] != "ok"] + [
+        r for r in results if r.get("status") != "ok" and "config_hash" not in r]
+    for rec in failures:
+        k = rec["key"]
+        name = k if isinstance(k, RunKey) else RunKey(**k)
+        print(f"failed: {name}: {rec.get('error')} (log: {rec.get('log_file')})", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return run(args)
+    except (ConfigError, UsageError, LauncherError, datasets.DatasetMissing, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are recorded; rerun to continue", file=sys.stderr)
+        return 130

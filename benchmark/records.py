@@ -1,0 +1,61 @@
+"""One JSON record per run, written atomically; reading tells done / failed / stale / corrupt."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+class CorruptRecord(ValueError):
+    pass
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptRecord(f"{path}: corrupt record ({err})") from None
+    if not isinstance(record, dict) or "status" not in record or "config_hash" not in record:
+        raise CorruptRecord(f"{path}: corrupt record (missing fields)")
+    return record
+
+
+def record_state(path: Path, config_hash: str) -> str:
+    """'missing', 'corrupt', 'stale' (made with another config), 'failed' or 'done'."""
+    if not Path(path).exists():
+        return "missing"
+    try:
+        record = read_record(path)
+    except CorruptRecord:
+        return "corrupt"
+    if record["config_hash"] != config_hash:
+        return "stale"
+    return "done" if record["status"] == "ok" else "failed"
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Keep an unusable record next to where it was (nothing computed is ever deleted)."""
+    path = Path(path)
+    n = 0
+    while (target := path.with_name(f"{path.name}.{reason}{n or ''}")).exists():
+        n += 1
+    os.replace(path, target)
+    return target

@@ -1,0 +1,94 @@
+"""Table specs are data: benchmark/specs/tableN.yaml lists rows, datasets, dims and the metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from methods.registry import display_name, registered_methods, variant_name
+
+from .yamlio import ConfigError, read_yaml_mapping
+
+SPEC_DIR = Path(__file__).with_name("specs")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a method family and the parameters of one of its variants."""
+
+    method: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def param_dict(self) -> dict:
+        return dict(self.params)
+
+    @property
+    def variant(self) -> str:
+        return variant_name(self.param_dict)
+
+    @property
+    def has_plugin(self) -> bool:
+        return self.method in registered_methods()
+
+    @property
+    def label(self) -> str:
+        info = registered_methods().get(self.method)
+        return display_name(info.label if info else self.method.upper(), self.param_dict)
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    num_conv: int
+    hidden: int
+    sigma_x: float | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    metric: str
+    datasets: tuple[str, ...]
+    dims: tuple[int, ...]
+    rows: tuple[Row, ...]
+
+
+def _parse_row(item, source: Path) -> Row:
+    if isinstance(item, str):
+        return Row(item)
+    if isinstance(item, dict) and len(item) == 1:
+        (method, params), = item.items()
+        if isinstance(params, dict):
+            return Row(str(method), tuple(sorted(params.items())))
+    raise ConfigError(f"{source}: a row must be 'method' or {{method: {{param: value}}}}, got {item!r}")
+
+
+def table_names() -> list[str]:
+    return sorted(p.stem.removeprefix("table") for p in SPEC_DIR.glob("table*.yaml"))
+
+
+def load_table_spec(table: str) -> TableSpec:
+    path = SPEC_DIR / f"table{table}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown table {table!r}; known tables: {', '.join(table_names())}")
+    data = read_yaml_mapping(path)
+    for key in ("title", "metric", "datasets", "dims", "rows"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    return TableSpec(
+        name=f"table{table}",
+        title=str(data["title"]),
+        metric=str(data["metric"]),
+        datasets=tuple(data["datasets"]),
+        dims=tuple(int(d) for d in data["dims"]),
+        rows=tuple(_parse_row(r, path) for r in data["rows"]),
+    )
+
+
+def load_dataset_settings(dataset: str) -> DatasetSettings:
+    path = SPEC_DIR / "datasets.yaml"
+    data = read_yaml_mapping(path)
+    if dataset not in data:
+        raise ConfigError(f"{path}: no network settings for dataset {dataset!r}")
+    return DatasetSettings(**data[dataset])

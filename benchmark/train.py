@@ -1,0 +1,105 @@
+"""Adam training with validation-ELBO model selection, early stopping and per-epoch checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .evaluate import batched_mean
+
+log = logging.getLogger("gpvae_bench")
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(
+    model,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    *,
+    to_input,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    eval_batch_size: int,
+    patience: int | None,
+    seed: int,
+    checkpoint: Path | None = None,
+) -> dict:
+    """Train in place; on return the model holds the weights of the best validation-ELBO epoch.
+
+    With `checkpoint`, state (weights, optimiser, epoch, RNG, best weights) is saved after every
+    epoch and training resumes from it if the file exists, so a requeued job picks up where it was.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    order_gen = torch.Generator().manual_seed(seed)
+    state = {"epoch": 0, "best_val": -math.inf, "best_epoch": -1, "best_weights": None,
+             "history": [], "resumed_from_epoch": None}
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        order_gen.set_state(saved["order_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["train_state"]
+        state["resumed_from_epoch"] = state["epoch"]
+        log.info("resumed from checkpoint at epoch %d", state["epoch"])
+
+    n = len(train_images)
+    for epoch in range(state["epoch"], epochs):
+        start = time.perf_counter()
+        model.train()
+        model.on_epoch_start(epoch, epochs)
+        total = 0.0
+        for idx in torch.randperm(n, generator=order_gen).split(batch_size):
+            loss = model.loss(to_input(train_images[idx]))
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.eval()
+        val_elbo = batched_mean(model.elbo, val_images, eval_batch_size, to_input)
+        improved = val_elbo > state["best_val"]
+        if improved:
+            state.update(best_val=val_elbo, best_epoch=epoch + 1,
+                         best_weights=copy.deepcopy(model.state_dict()))
+        state["history"].append({"epoch": epoch + 1, "train_elbo": -total / n,
+                                 "val_elbo": val_elbo, "seconds": time.perf_counter() - start})
+        state["epoch"] = epoch + 1
+        log.info("epoch %d/%d  train ELBO %.1f  val ELBO %.1f%s  (%.1fs)", epoch + 1, epochs,
+                 -total / n, val_elbo, " *" if improved else "", time.perf_counter() - start)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "train_state": state,
+            })
+        if patience is not None and epoch + 1 - state["best_epoch"] >= patience:
+            log.info("early stop: no better validation ELBO for %d epochs", patience)
+            break
+
+    model.load_state_dict(state["best_weights"])
+    return {
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best_val_elbo": state["best_val"],
+        "final_train_elbo": state["history"][-1]["train_elbo"],
+        "history": state["history"],
+        "resumed_from_epoch": state["resumed_from_epoch"],
+    }

@@ -1,0 +1,60 @@
+"""Strict YAML loading into frozen dataclasses: one clear error line for a bad file."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    return data
+
+
+def _type_ok(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or annotation)
+
+
+def build_dataclass(cls, data: dict, source: Path, **extra):
+    """cls(**data) after checking unknown keys, missing keys and value types against cls's fields."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{source}: missing key {missing[0]!r}")
+    for name, value in data.items():
+        if not _type_ok(value, hints[name]):
+            raise ConfigError(
+                f"{source}: key {name!r} must be {hints[name]!s}, got {value!r}"
+            )
+    return cls(**data, **extra)

@@ -1,0 +1,81 @@
+"""The plugin protocol every encoder family implements.
+
+A method is an `EncoderModel`: the shared decoder p(x|z) with prior N(0, I), plus its own amortized
+posterior q(z|x). The harness only ever calls:
+
+- `loss(x)`      negative ELBO averaged over the batch (what Adam minimises);
+- `elbo(x)`      per-example ELBO estimate, shape (B,) (validation / early stopping);
+- `posterior(x)` an object with `rsample(sample_shape)` -> (*S, B, d) and `log_prob(z)` -> (*S, B);
+                 a torch Distribution with batch shape (B,) and event shape (d,) qualifies. Flows
+                 may add `rsample_with_log_prob(sample_shape)` to avoid inverting themselves.
+                 This is what the IWAE estimator uses as its proposal;
+- `infer(x)`     the test-time inference path that Table 3 times (q's parameters and one sample);
+- `on_epoch_start(epoch, num_epochs)` a hook for methods trained in stages (RME).
+
+`posterior` and `infer` may run under `torch.no_grad()`; a method that needs gradients at test time
+(SA's SVI steps) enables them itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from .networks import Decoder, NetConfig
+
+
+def sample_with_log_prob(posterior, sample_shape: torch.Size | tuple = ()):
+    """z ~ q and log q(z), using the posterior's fused path when it has one."""
+    fused = getattr(posterior, "rsample_with_log_prob", None)
+    if fused is not None:
+        return fused(torch.Size(sample_shape))
+    z = posterior.rsample(torch.Size(sample_shape))
+    return z, posterior.log_prob(z)
+
+
+def diagonal_gaussian(mean: torch.Tensor, std: torch.Tensor) -> Independent:
+    return Independent(Normal(mean, std), 1)
+
+
+class EncoderModel(nn.Module):
+    """Decoder, prior and likelihood shared by all methods; subclasses add the encoder."""
+
+    def __init__(self, net: NetConfig, latent_dim: int, likelihood: nn.Module, num_train: int):
+        super().__init__()
+        self.num_train = num_train  # size of the training set, for priors over global variables
+        self.net_config = net
+        self.latent_dim = latent_dim
+        self.decoder = Decoder(net, latent_dim)
+        self.likelihood = likelihood
+
+    def prior(self) -> Independent:
+        zeros = torch.zeros(self.latent_dim, device=self._device())
+        return diagonal_gaussian(zeros, torch.ones_like(zeros))
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z); z may carry leading sample dims (S, B, d)."""
+        return self.likelihood.log_prob(x, self.decoder(z))
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.log_likelihood(x, z) + self.prior().log_prob(z)
+
+    def posterior(self, x: torch.Tensor):
+        raise NotImplementedError
+
+    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """Single-sample Monte Carlo ELBO per example; subclasses may use closed-form parts."""
+        z, log_q = sample_with_log_prob(self.posterior(x))
+        return self.log_joint(x, z) - log_q
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.elbo(x).mean()
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x).rsample()
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        """Called by the trainer before each epoch (0-based)."""
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
