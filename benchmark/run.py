@@ -161,8 +161,29 @@ def train_and_evaluate(task: RunTask) -> dict:
     }
 
 
+def _job_log_file() -> str | None:
+    """The submitit log this run writes to, when it runs as a submitit job."""
+    import submitit
+
+    try:
+        env = submitit.JobEnvironment()
+        return str(env.paths.stdout) if env.activated() else None
+    except (RuntimeError, KeyError):  # the debug executor has no log files of its own
+        return None
+
+
+def _ensure_logging() -> None:
+    """In a job subprocess nobody configured logging: send the per-epoch lines to stdout."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def run_one(task: RunTask) -> dict:
     """Run one task and write its record; a failure is recorded (status 'failed'), not raised."""
+    _ensure_logging()
     if task.threads:
         torch.set_num_threads(task.threads)
     key = task.key
@@ -179,7 +200,7 @@ def run_one(task: RunTask) -> dict:
                       traceback=traceback.format_exc()[-4000:])
     record["wall_seconds"] = time.perf_counter() - start
     record["provenance"] = _provenance(torch.device(task.device))
-    record["log_file"] = os.environ.get("GPVAE_BENCH_LOG")
+    record["log_file"] = _job_log_file()
     write_json_atomic(task.record_path, record)
     if record["status"] == "ok":
         task.checkpoint_path.unlink(missing_ok=True)

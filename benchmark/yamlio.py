@@ -49,12 +49,12 @@ def build_dataclass(cls, data: dict, source: Path, **extra):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}")
-    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{source}: missing key {missing[0]!r}")
     for name, value in data.items():
         if not _type_ok(value, hints[name]):
             raise ConfigError(
                 f"{source}: key {name!r} must be {hints[name]!s}, got {value!r}"
             )
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{source}: missing key {missing[0]!r}")
     return cls(**data, **extra)

@@ -1,0 +1,42 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
+    """A tiny MNIST in the official idx format (gzipped, torchvision raw layout)."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        # blurry strokes rather than pure noise, so a VAE has structure to learn
+        images = np.zeros((n, 28, 28), np.uint8)
+        for img in images:
+            r, c = rng.integers(6, 22, size=2)
+            img[r - 5 : r + 5, c - 2 : c + 2] = 255
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """Real MNIST from ../shared/data when it is there, else a tiny idx-format stand-in."""
+    if (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        return SHARED_DATA
+    return write_idx_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def real_mnist_root() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"real MNIST not found under {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,97 @@
+"""Bad input gets one clear error line and a non-zero exit."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(capsys, *args):
+    rc = main(list(args))
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--table", "9"], "unknown table '9'; known tables: 1"),
+        (["--table", "1", "--profile", "huge"], "unknown profile 'huge'"),
+        (["--table", "1", "--methods", "vae,bogus"], "unknown method 'bogus'"),
+        (["--table", "1", "--datasets", "imagenet"], "dataset 'imagenet' is not in table1"),
+        ([], "--table is required"),
+    ],
+)
+def test_unknown_names(capsys, args, needle):
+    rc, err = run_main(capsys, *args)
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("epochs: [1\n", "not valid YAML"),
+        ("epochs: 1\nbogus: 2\n", "unknown key 'bogus'"),
+        ("description: x\nepochs: two\n", "key 'epochs' must be"),
+        ("- a list\n", "expected a mapping"),
+        ("description: x\nepochs: 2\n", "missing key 'batch_size'"),
+    ],
+)
+def test_bad_profile_yaml(capsys, tmp_path, text, needle):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    rc, err = run_main(capsys, "--table", "1", "--profile", str(path))
+    assert rc == 2 and len(err) == 1 and needle in err[0], err
+
+
+def test_missing_data_offline(capsys, tmp_path):
+    rc, err = run_main(capsys, "--table", "1", "--profile", "smoke", "--datasets", "mnist",
+                       "--data-root", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path),
+                       "--launcher", "debug", "-q")
+    assert rc == 2
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and "train-images-idx3-ubyte" in errors[0] and "--download" in errors[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_slurm_without_slurm(capsys, tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    rc, err = run_main(capsys, "--table", "1", "--profile", "smoke", "--datasets", "mnist",
+                       "--dims", "10", "--methods", "vae", "--data-root", str(mnist_root),
+                       "--results-dir", str(tmp_path), "--launcher", "slurm", "--cluster",
+                       str(REPO / "slurm" / "local.yaml"), "-q")
+    assert rc == 2
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and "sbatch" in errors[0]
+
+
+def test_nan_loss_is_recorded_and_exits_nonzero(capsys, tmp_path, mnist_root, monkeypatch):
+    from methods.vae import VAE
+
+    monkeypatch.setattr(VAE, "loss", lambda self, x: torch.tensor(float("nan"), requires_grad=True))
+    rc, err = run_main(capsys, "--table", "1", "--profile", "smoke", "--datasets", "mnist",
+                       "--dims", "10", "--methods", "vae", "--data-root", str(mnist_root),
+                       "--results-dir", str(tmp_path), "--launcher", "debug", "-q")
+    assert rc == 1
+    failed = [line for line in err if line.startswith("failed:")]
+    assert len(failed) == 2 and all("NonFiniteLoss" in line for line in failed)
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 2  # recorded, not lost
+
+
+def test_cli_help_and_list():
+    out = subprocess.run([sys.executable, "reproduce.py", "--help"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    for option in ("--table", "--profile", "--data-root", "--launcher", "--jobs", "--force",
+                   "--paired", "--list", "--dry-run", "--collect"):
+        assert option in out
+    listing = subprocess.run([sys.executable, "reproduce.py", "--list"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+    for word in ("tables:", "methods:", "profiles:", "vae", "gpvae", "smoke", "quick", "paper"):
+        assert word in listing
