@@ -125,5 +125,7 @@ def launch(
         if launcher == "debug":
             return _debug(tasks, folder, bar)
         executor = submitit.LocalExecutor(folder)
-        executor.update_parameters(timeout_min=timeout_min)
+        # LocalExecutor sets CUDA_VISIBLE_DEVICES to the GPUs it is given: none unless asked
+        uses_cuda = any(t.device.startswith("cuda") for t in tasks)
+        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=int(uses_cuda))
         return _bounded(executor, tasks, max(1, jobs), bar)

@@ -98,7 +98,10 @@ def _provenance(device: torch.device) -> dict:
     import numpy
     import scipy
 
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    try:
+        dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    except RuntimeError as err:  # provenance must never lose the run's record
+        dev = f"unknown ({err})"
     return {
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "numpy": numpy.__version__, "scipy": scipy.__version__},

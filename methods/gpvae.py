@@ -31,6 +31,10 @@ from .base import EncoderModel, diagonal_gaussian
 from .networks import ConvTrunk, GaussianEncoder
 from .registry import register
 
+# Added inside square roots: psi comes out of a ReLU and can be exactly zero for an input, and
+# d sqrt(v)/dv is infinite at v = 0 (this produced NaN losses in training).
+VAR_EPS = 1e-10
+
 
 def quadratic_forms(chol: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """psi_b^T (L_j L_j^T) psi_b for all b, j: ||L_j^T psi_b||^2. chol (d,p,p), psi (B,p) -> (B,d)."""
@@ -88,7 +92,7 @@ class GPVAE(EncoderModel):
         var_h = quadratic_forms(self.gamma_chol(), ps)
         return {
             "mean": b + pm @ self.mu.T,
-            "var": scale_mean.square() + var_h + var_f,
+            "var": scale_mean.square() + var_h + var_f + VAR_EPS,
             "scale_mean": scale_mean,
             "var_f": var_f,
             "var_h": var_h,
@@ -108,7 +112,7 @@ class GPVAE(EncoderModel):
         """E_q(W,U)[KL(q(z|x,W,U) || p(z))], eq. 15, per example."""
         shape = (self.log_scale_samples, *mom["scale_mean"].shape)
         eps = torch.randn(shape, device=mom["mean"].device)
-        scale = mom["scale_mean"] + mom["var_h"].sqrt() * eps
+        scale = mom["scale_mean"] + (mom["var_h"] + VAR_EPS).sqrt() * eps
         expected_log_scale_sq = torch.log(scale.square() + 1e-20).mean(0)
         return 0.5 * (mom["var"] + mom["mean"].square() - 1 - expected_log_scale_sq).sum(-1)
 
