@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -278,7 +279,12 @@ def run(args) -> int:
     return 1 if failures else 0
 
 
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # so `kill` cancels local jobs too
     args = build_parser().parse_args(argv)
     _setup_logging(args.quiet)
     try:

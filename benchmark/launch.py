@@ -43,17 +43,22 @@ def _outcome(job, task: RunTask) -> dict:
 def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]:
     """Keep at most `jobs` submitted at once; submit the next as soon as one finishes."""
     queue, running, records = list(tasks), [], []
-    while queue or running:
-        while queue and len(running) < jobs:
-            task = queue.pop(0)
-            running.append((executor.submit(run_one, task), task))
-        finished = [(j, t) for j, t in running if j.done()]
-        for job, task in finished:
-            running.remove((job, task))
-            records.append(_outcome(job, task))
-            bar.update(1)
-        if not finished:
-            time.sleep(POLL_SECONDS)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                task = queue.pop(0)
+                running.append((executor.submit(run_one, task), task))
+            finished = [(j, t) for j, t in running if j.done()]
+            for job, task in finished:
+                running.remove((job, task))
+                records.append(_outcome(job, task))
+                bar.update(1)
+            if not finished:
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:  # do not leave training subprocesses running behind the user
+        for job, _ in running:
+            job.cancel(check=False)
+        raise
     return records
 
 

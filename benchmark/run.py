@@ -140,7 +140,8 @@ def train_and_evaluate(task: RunTask) -> dict:
     start = time.perf_counter()
     fit = train(model, train_images, val_images, to_input=to_input, epochs=prof.epochs,
                 batch_size=prof.batch_size, lr=prof.lr, eval_batch_size=prof.eval_batch_size,
-                patience=prof.patience, seed=key.init_seed, checkpoint=task.checkpoint_path)
+                patience=prof.patience, seed=key.init_seed, checkpoint=task.checkpoint_path,
+                checkpoint_tag=task.config_hash())
     train_seconds = time.perf_counter() - start
 
     torch.manual_seed(key.init_seed + 1)

@@ -39,18 +39,23 @@ def train(
     patience: int | None,
     seed: int,
     checkpoint: Path | None = None,
+    checkpoint_tag: str = "",
 ) -> dict:
     """Train in place; on return the model holds the weights of the best validation-ELBO epoch.
 
     With `checkpoint`, state (weights, optimiser, epoch, RNG, best weights) is saved after every
-    epoch and training resumes from it if the file exists, so a requeued job picks up where it was.
+    epoch and training resumes from it if the file exists and carries the same `checkpoint_tag`
+    (the run's config hash), so a requeued job picks up where it was and an edited config does not.
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     order_gen = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val": -math.inf, "best_epoch": -1, "best_weights": None,
              "history": [], "resumed_from_epoch": None}
-    if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+    saved = torch.load(checkpoint, weights_only=False) if checkpoint and checkpoint.exists() else None
+    if saved is not None and saved.get("tag") != checkpoint_tag:
+        log.warning("ignoring checkpoint %s: made with another configuration", checkpoint)
+        saved = None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         order_gen.set_state(saved["order_rng"])
@@ -88,7 +93,7 @@ def train(
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "train_state": state,
+                "train_state": state, "tag": checkpoint_tag,
             })
         if patience is not None and epoch + 1 - state["best_epoch"] >= patience:
             log.info("early stop: no better validation ELBO for %d epochs", patience)

@@ -1,4 +1,3 @@
-import gzip
 import struct
 from pathlib import Path
 
@@ -9,7 +8,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
-    """A tiny MNIST in the official idx format (gzipped, torchvision raw layout)."""
+    """A tiny MNIST in the official idx format, unpacked as torchvision's raw layout holds it."""
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -20,10 +19,9 @@ def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int
             r, c = rng.integers(6, 22, size=2)
             img[r - 5 : r + 5, c - 2 : c + 2] = 255
         labels = rng.integers(0, 10, n).astype(np.uint8)
-        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
     return root
 
 
