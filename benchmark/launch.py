@@ -73,7 +73,7 @@ def _debug(tasks: list[RunTask], folder: Path, bar: tqdm) -> list[dict]:
 
 def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list:
     """One submitit job array per method family, with that family's resource overrides."""
-    from .cluster import executor_parameters
+    from .cluster import make_executor
 
     if shutil.which("sbatch") is None:
         raise LauncherError("--launcher slurm needs Slurm: 'sbatch' is not on PATH")
@@ -81,9 +81,7 @@ def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list:
     by_method = sorted(tasks, key=lambda t: t.key.method)
     for method, group in groupby(by_method, key=lambda t: t.key.method):
         group = list(group)
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        executor.update_parameters(name=f"gpvae-{method}",
-                                   **executor_parameters(cluster_profile, method))
+        executor = make_executor(cluster_profile, folder, method, name=f"gpvae-{method}")
         jobs = executor.map_array(run_one, group)
         submitted += list(zip(jobs, group, strict=True))
     return submitted
