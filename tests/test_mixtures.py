@@ -17,14 +17,6 @@ NET = NetConfig((1, 4, 4), num_conv=1, hidden=8)  # tiny networks: the densities
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch: on 2 shared cores, intra-op threads contend (100x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def build(name, m, latent_dim=2, seed=0, cls=None, **kwargs):
     torch.manual_seed(seed)

@@ -33,14 +33,6 @@ LABELS = {"vae": "VAE", "sa": "SA", "iaf": "IAF", "hf": "HF", "me": "ME", "rme":
           "vlae": "VLAE", "gpvae": "GPVAE"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch: on 2 shared cores, intra-op threads contend (100x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_registry_lists_the_eight_families_with_the_papers_variants():
     methods = registered_methods()

@@ -24,6 +24,12 @@ def smoke_args(root, results, *extra):
 RERUN_TOLERANCE = 0.5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Overrides conftest's: keep torch's default threads, as the subprocess runs compared here do."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def smoke_run(mnist_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")

@@ -14,14 +14,6 @@ NET = NetConfig((1, 4, 4), num_conv=1, hidden=16)  # 16 pixels: every check here
 D = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch: on 2 shared cores, intra-op threads contend (100x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 class LinearDecoder(nn.Module):
     """g(z) = A z + b reshaped to the image; with the Gaussian likelihood, N(A z + b, s^2 I)."""

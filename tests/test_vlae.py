@@ -17,14 +17,6 @@ F64 = torch.float64
 D = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch: on 2 shared cores, intra-op threads contend (100x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 class LinearDecoder(nn.Module):
     """g(z) = A z + b reshaped to the image."""
