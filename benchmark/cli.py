@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated method families to run (default: all rows)")
     p.add_argument("--datasets", help="comma-separated datasets to run (default: the table's)")
     p.add_argument("--dims", help="comma-separated latent sizes to run (default: the table's)")
+    p.add_argument("--splits", type=int, default=None,
+                   help="use only the first N splits of the profile (a trimmed sweep; its runs "
+                   "are the same runs the full profile would make)")
     p.add_argument("--force", action="store_true",
                    help="recompute runs that already have a record (old ones are set aside)")
     p.add_argument("--retry-failed", action="store_true", help="rerun only runs recorded as failed")
@@ -221,6 +225,11 @@ def run(args) -> int:
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     device = _resolve_device(args.device)
+    if args.splits is not None:
+        if not 1 <= args.splits <= profile.splits:
+            raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
+                             f"{profile.name!r}")
+        profile = dataclasses.replace(profile, splits=args.splits)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.launcher == "local" else None
 
     plan = make_plan(spec, profile, data_root=args.data_root, results_dir=args.results_dir,

@@ -65,7 +65,9 @@ class RunTask:
         return {
             "key": dataclasses.asdict(self.key),
             "params": dict(self.params),
-            "profile": {k: v for k, v in self.profile.as_dict().items() if k != "description"},
+            # how many splits/restarts a sweep has does not change any one run's result
+            "profile": {k: v for k, v in self.profile.as_dict().items()
+                        if k not in ("description", "splits", "restarts")},
             "settings": dataclasses.asdict(self.settings),
         }
 

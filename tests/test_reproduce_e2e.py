@@ -129,3 +129,13 @@ def test_vae_beats_mean_image_floor(real_mnist_root, smoke_run):
     for path in records(results):
         m = json.loads(path.read_text())["metrics"]
         assert m["test_iwae"] > m["mean_image_floor"] + 100, path
+
+
+def test_trimmed_splits_reuse_the_full_profiles_records(smoke_run, mnist_root, capsys):
+    """--splits 1 is a subset of the same sweep: its run is already done, nothing retrains."""
+    _, results = smoke_run
+    assert main(smoke_args(mnist_root, results, "--methods", "vae,gpvae", "--splits", "1")) == 0
+    err = capsys.readouterr().err
+    assert "2 runs: 2 done" in err and "0 to run" in err
+    assert main(smoke_args(mnist_root, results, "--splits", "9")) == 2
+    assert "--splits must be between 1 and 2" in capsys.readouterr().err
