@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="local launcher: runs at the same time; CPU threads are shared among "
                    "them (default: 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="local launcher: CPU threads per run (default: CPU cores / --jobs); 1 suits "
+                   "GPU runs, whose work is not on the CPU")
     p.add_argument("--cluster", default=None,
                    help="slurm launcher: cluster profile name (slurm/NAME.yaml) or path")
     p.add_argument("--no-wait", action="store_true",
@@ -230,7 +233,11 @@ def run(args) -> int:
             raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
                              f"{profile.name!r}")
         profile = dataclasses.replace(profile, splits=args.splits)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.launcher == "local" else None
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    threads = args.threads
+    if threads is None and args.launcher == "local":
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     plan = make_plan(spec, profile, data_root=args.data_root, results_dir=args.results_dir,
                      device=device, threads=threads, download=args.download, methods=methods,
