@@ -1,12 +1,15 @@
 """Helpers for the tests that need the live Slurm cluster (slurm/local_cluster.sh up; see
 slurm/README.md): is it usable, sacct states, releasing a requeued job. Everything they print starts
-with `[slurm]`, so CI logs (pytest -s, or the summary of a failure) show job ids and states."""
+with `[slurm]` and goes past capsys to the real stdout (pytest -s shows it at once); conftest.py
+repeats every line in a "slurm jobs" section of the terminal summary, so CI's log shows job ids and
+sacct states even when the tests pass."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +18,13 @@ import pytest
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
             "BOOT_FAIL", "DEADLINE"}
 DEADLINE_S = 60  # per wait
+LOGGED: list[str] = []  # for conftest's terminal summary
 
 
 def log(message: str) -> None:
-    print(f"[slurm] {message}", flush=True)
+    line = f"[slurm] {message}"
+    LOGGED.append(line)
+    print(line, file=sys.__stdout__, flush=True)
 
 
 def sh(*cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
