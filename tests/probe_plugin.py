@@ -5,7 +5,8 @@
 - fail: 1 -> raises at the start of epoch 2 (after one checkpoint) while the file named by
   $GPVAE_TEST_FAIL_FILE exists; delete the file and the same run succeeds on --retry-failed;
 - epoch_sleep: seconds slept at the start of each epoch, so a run lasts long enough to be
-  requeued mid-training.
+  requeued mid-training; only until it is requeued (while $SLURM_RESTART_COUNT is unset or 0), so
+  the resumed run finishes quickly.
 """
 
 from __future__ import annotations
@@ -34,4 +35,5 @@ class Probe(VAE):
         fail_file = os.environ.get(FAIL_FILE_ENV)
         if self.fail and epoch >= 1 and fail_file and Path(fail_file).is_file():
             raise ProbeFailure(f"failing on purpose at epoch {epoch + 1} ({fail_file} exists)")
-        time.sleep(self.epoch_sleep)
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+            time.sleep(self.epoch_sleep)

@@ -91,6 +91,14 @@ def write_spec(path: Path, rows: list[str]) -> Path:
     return path
 
 
+def small_profile(path: Path, epochs: int = 4) -> Path:
+    """The smoke profile on 512 training images and one split: short runs for tests of mechanics."""
+    path.write_text((TESTS.parent / "benchmark" / "profiles" / "smoke.yaml").read_text()
+                    .replace("epochs: 4", f"epochs: {epochs}").replace("splits: 2", "splits: 1")
+                    .replace("train_size: 2048", "train_size: 512"))
+    return path
+
+
 def test_slurm_table_equals_local_table(capsys, mnist_root, tmp_path):
     local, slurm = tmp_path / "local", tmp_path / "slurm"
     select = ("--methods", "vae")  # 2 splits: one job array of 2 tasks, cells are mean ± std
@@ -149,11 +157,9 @@ def test_requeued_run_resumes_from_its_checkpoint(capsys, mnist_root, tmp_path, 
     usr2-preempt: USR2, what Slurm sends signal_delay_s before preemption or the time limit;
     submitit calls SlurmRun.checkpoint() and requeues the job itself."""
     results = tmp_path / "results"
-    # 8 epochs of >= 1.5 s: after a requeue at epoch 2 more is left than the ~7 s (KillWait + 2)
-    # that a job ignoring SIGTERM keeps running
-    profile = tmp_path / "requeue.yaml"
-    profile.write_text((Path(__file__).parents[1] / "benchmark/profiles/smoke.yaml").read_text()
-                       .replace("epochs: 4", "epochs: 8").replace("splits: 2", "splits: 1"))
+    # 8 epochs of >= 1.5 s before the requeue: after a requeue at epoch 2 more is left than the
+    # ~7 s (KillWait + 2) that a job ignoring SIGTERM keeps running; 512 images keep epochs short
+    profile = small_profile(tmp_path / "requeue.yaml", epochs=8)
     spec = write_spec(tmp_path / "requeue_table.yaml", ["{probe: {epoch_sleep: 1.5}}"])
     rc, out, _ = cli(capsys, *args_for(mnist_root, results, "slurm", "--no-wait", table=spec,
                                        profile=profile))
@@ -199,7 +205,7 @@ def test_failing_run_is_isolated_collected_and_retried_alone(capsys, mnist_root,
     monkeypatch.setenv("GPVAE_TEST_FAIL_FILE", str(fail_file))
     # two method families, so two job arrays: vae (1 run) and probe (2 runs, one of them failing)
     spec = write_spec(tmp_path / "failure_table.yaml", ["vae", "{probe: {fail: 0}}", "{probe: {fail: 1}}"])
-    run = args_for(mnist_root, results, "slurm", "--splits", "1", table=spec)
+    run = args_for(mnist_root, results, "slurm", table=spec, profile=small_profile(tmp_path / "small.yaml"))
 
     start = time.perf_counter()
     rc, out, err = cli(capsys, *run, "--no-wait")
