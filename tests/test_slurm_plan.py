@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+import submitit
 
 from benchmark.cli import main
+from benchmark.launch import _outcome
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
 from benchmark.records import write_json_atomic
@@ -75,7 +77,8 @@ def test_dry_run_with_slurm_needs_a_cluster_profile(capsys, mnist_root, tmp_path
 
 @pytest.fixture
 def slurm_env(monkeypatch, tmp_path):
-    """What a Slurm task sees; SUBMITIT_FOLDER makes submitit's JobEnvironment name its log files."""
+    """What a Slurm task started by submitit sees (SUBMITIT_* name its environment and log files)."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "76")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
@@ -102,6 +105,7 @@ def test_requeue_at_the_cap_is_recorded_as_failed(slurm_env, mnist_root, tmp_pat
     assert rec["status"] == "failed" and "Requeued 2 times" in rec["error"]
     assert "max_requeues=2" in rec["error"] and rec["config_hash"] == task.config_hash()
     assert rec["slurm"] == {"job_id": "76_1", "requeues": 2}
+    assert rec["log_file"] == str(tmp_path / "submitit" / "76_1_0_log.out")
 
 
 def test_run_requeued_past_the_cap_from_outside_is_not_trained(slurm_env, mnist_root, tmp_path):
@@ -131,3 +135,40 @@ def test_plugins_from_the_environment_and_a_spec_by_path(capsys, monkeypatch, mn
     assert rc == 2 and err == ["error: $GPVAE_BENCH_PLUGINS: cannot import plugin module "
                                "'no_such_plugin_module': ModuleNotFoundError: No module named "
                                "'no_such_plugin_module'"]
+
+
+class DeadJob:
+    """What submitit hands back for a task whose process was killed before run_one recorded it."""
+
+    def __init__(self, folder: Path):
+        self.job_id = "90_3"
+        self.paths = submitit.core.utils.JobPaths(folder, job_id=self.job_id, task_id=0)
+        self.paths.stderr.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.stderr.write_text("".join(f"line {i}\n" for i in range(100)) + "Killed\n")
+
+    def result(self):
+        raise submitit.core.utils.UncompletedJobError("Job 90_3 (task: 0) with path ... has state CANCELLED")
+
+
+def test_job_that_died_unrecorded_gets_a_failure_record(mnist_root, tmp_path):
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    job = DeadJob(tmp_path / "submitit")
+    rec = _outcome(job, task)
+    assert json.loads(task.record_path.read_text()) == rec
+    assert rec["status"] == "failed" and rec["config_hash"] == task.config_hash()
+    assert rec["error"].startswith("UncompletedJobError: Job 90_3") and "CANCELLED" in rec["error"]
+    assert rec["log_file"] == str(job.paths.stdout) and rec["stderr_file"] == str(job.paths.stderr)
+    assert rec["log_tail"].splitlines() == [f"line {i}" for i in range(61, 100)] + ["Killed"]  # last 40
+
+
+def test_record_the_job_wrote_before_dying_is_kept(slurm_env, mnist_root, tmp_path):
+    """The requeue cap records the run, then submitit ends the job with an error: keep that record."""
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    job = DeadJob(tmp_path / "submitit")
+    slurm_env.setenv("SLURM_JOB_ID", "93")
+    slurm_env.setenv("SLURM_ARRAY_JOB_ID", "90")
+    slurm_env.setenv("SLURM_ARRAY_TASK_ID", "3")
+    slurm_env.setenv("SLURM_RESTART_COUNT", "2")
+    assert SlurmRun(max_requeues=2).checkpoint(task) is None
+    written = json.loads(task.record_path.read_text())
+    assert _outcome(job, task) == written and "Requeued 2 times" in written["error"]
