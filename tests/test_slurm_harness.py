@@ -102,7 +102,8 @@ def small_profile(path: Path, epochs: int = 4) -> Path:
 def test_slurm_table_equals_local_table(capsys, mnist_root, tmp_path):
     local, slurm = tmp_path / "local", tmp_path / "slurm"
     select = ("--methods", "vae")  # 2 splits: one job array of 2 tasks, cells are mean ± std
-    rc, _, _ = cli(capsys, *args_for(mnist_root, local, "local", *select, "--jobs", "2"))
+    # --jobs = CPUs: one thread per run, as Slurm runs it (cpus_per_task: 1 in slurm/local.yaml)
+    rc, _, _ = cli(capsys, *args_for(mnist_root, local, "local", *select, "--jobs", str(os.cpu_count())))
     assert rc == 0
 
     rc, plan_out, _ = cli(capsys, *args_for(mnist_root, slurm, "slurm", *select, "--dry-run"))
@@ -128,6 +129,11 @@ def test_slurm_table_equals_local_table(capsys, mnist_root, tmp_path):
         assert rec["status"] == "ok" and rec["slurm"]["job_id"].split("_")[0] in {a for a, _, _ in arrays}
         log_file = Path(rec["log_file"])
         assert log_file.is_relative_to(folder) and "epoch 4/4" in log_file.read_text()
+        # the same thread count, so that the comparison is of launchers only: 1 against 2 threads
+        # changed a smoke run's test IWAE by 11 nats here
+        assert rec["provenance"]["threads"] == theirs[path]["provenance"]["threads"] == 1
+        log(f"{path}: test_iwae slurm {rec['metrics']['test_iwae']!r} local "
+            f"{theirs[path]['metrics']['test_iwae']!r}")
         assert rec["metrics"]["test_iwae"] == pytest.approx(theirs[path]["metrics"]["test_iwae"],
                                                             abs=RERUN_TOLERANCE), path
     ours, theirs = table_cells(slurm), table_cells(local)
