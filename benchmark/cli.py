@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from methods.registry import display_name, registered_methods
+from methods.registry import PluginImportError, display_name, registered_methods
 
 from . import datasets
 from .aggregate import floors, records_frame, summarize
@@ -250,11 +250,9 @@ def run(args) -> int:
     pending = [] if args.collect else plan.pending(args.retry_failed, args.force)
     print(f"{spec.name}, profile {profile.name}: {plan.summary()}; {len(pending)} to run",
           file=sys.stderr)
-    if args.dry_run:
-        for task in pending:
-            print(f"  would run {task.key} ({plan.states[task.key]})")
-        return 0
-
+    # the submitit folder (job pickles, per-task logs) lives with the results: on a cluster, a
+    # filesystem that the nodes share
+    folder = Path(args.results_dir).absolute() / "submitit" / profile.name / spec.name
     cluster = None
     if args.launcher == "slurm" and pending:
         from .cluster import load_cluster_profile
@@ -262,6 +260,12 @@ def run(args) -> int:
         if not args.cluster:
             raise UsageError("--launcher slurm needs --cluster NAME (a slurm/NAME.yaml profile)")
         cluster = load_cluster_profile(args.cluster)
+    if args.dry_run:
+        for task in pending:
+            print(f"  would run {task.key} ({plan.states[task.key]})")
+        if cluster is not None:
+            print(_slurm_dry_run(pending, folder, cluster))
+        return 0
     pending = _check_data(plan, pending, requested, args.data_root, args.download)
     for task in pending:
         state = plan.states[task.key]
@@ -271,8 +275,7 @@ def run(args) -> int:
 
     start = time.perf_counter()
     results = launch(pending, launcher=args.launcher, jobs=args.jobs, cluster_profile=cluster,
-                     folder=Path(args.results_dir) / "submitit" / profile.name / spec.name,
-                     wait=not args.no_wait)
+                     folder=folder, wait=not args.no_wait)
     if pending and not (args.launcher == "slurm" and args.no_wait):
         print(f"trained {len(pending)} runs in {time.perf_counter() - start:.0f}s",
               file=sys.stderr)
@@ -292,7 +295,25 @@ def run(args) -> int:
         k = rec["key"]
         name = k if isinstance(k, RunKey) else RunKey(**k)
         print(f"failed: {name}: {rec.get('error')} (log: {rec.get('log_file')})", file=sys.stderr)
+    if args.collect:
+        unfinished = len(plan.tasks) - len(records)
+        if unfinished:
+            print(f"pending: {unfinished} runs have no current record yet (queued, running or not "
+                  "submitted)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _slurm_dry_run(pending, folder: Path, cluster) -> str:
+    from .launch import slurm_arrays
+
+    arrays = slurm_arrays(pending, folder, cluster)
+    lines = [f"slurm: would submit {len(pending)} runs as {len(arrays)} job arrays with cluster profile "
+             f"{cluster.name} ({cluster.source}); nothing submitted"]
+    for array in arrays:
+        lines.append(f"  array {array.name}: {len(array.tasks)} runs")
+        lines += [f"    {line}" for line in array.directives]
+        lines += [f"    setup: {line}" for line in cluster.resources(array.method).get("setup", [])]
+    return "\n".join(lines)
 
 
 def _interrupt_on_sigterm(signum, frame):
@@ -305,7 +326,8 @@ def main(argv=None) -> int:
     _setup_logging(args.quiet)
     try:
         return run(args)
-    except (ConfigError, UsageError, LauncherError, datasets.DatasetMissing, KeyError) as err:
+    except (ConfigError, UsageError, LauncherError, datasets.DatasetMissing, KeyError,
+            PluginImportError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -172,3 +172,30 @@ def make_executor(profile: ClusterProfile, folder: str | Path, method: str | Non
     executor.update_parameters(**{**executor_parameters(profile, method), **params})
     return executor
 
+
+
+SUBMITIT_MAX_REQUEUES = 3  # SlurmExecutor's max_num_timeout default, used when a profile sets none
+
+
+def max_requeues(profile: ClusterProfile, method: str | None = None) -> int:
+    return profile.resources(method).get("max_requeues", SUBMITIT_MAX_REQUEUES)
+
+
+def sbatch_directives(profile: ClusterProfile, folder: str | Path, method: str | None = None, *,
+                      name: str, array_size: int) -> list[str]:
+    """The #SBATCH lines submitit writes for a job array of `array_size` runs of `method`, made
+    without Slurm (for --dry-run) by the function submitit itself uses (a private one: a submitit
+    upgrade that changes it shows up in tests/test_slurm_harness.py, which compares these lines
+    with a real submission)."""
+    from submitit.slurm import slurm as submitit_slurm
+
+    # update_parameters' renaming: generic names through the equivalence table, slurm_ prefix dropped
+    renames = submitit_slurm.SlurmExecutor._equivalence_dict()
+    params: dict[str, Any] = {}
+    for key, value in {**executor_parameters(profile, method), "name": name}.items():
+        params[key.removeprefix("slurm_") if key.startswith("slurm_") else renames.get(key, key)] = value
+    if "mem" in params:
+        params["mem"] = submitit_slurm._convert_mem(params["mem"])
+    folder = Path(folder).expanduser().absolute()  # as submitit's executor stores it
+    text = submitit_slurm._make_sbatch_string(command="", folder=folder, map_count=array_size, **params)
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]

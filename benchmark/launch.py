@@ -2,9 +2,11 @@
 
 - `debug`: submitit's DebugExecutor, in this process, one run after another (for pdb and prints);
 - `local`: submitit's LocalExecutor, one subprocess per run, at most `jobs` at a time;
-- `slurm`: submitit's SlurmExecutor, one job array per method family (resources may differ).
+- `slurm`: submitit's SlurmExecutor, one job array per method family (resources may differ), each
+  task a checkpointable `SlurmRun` that Slurm may preempt and requeue.
 Each task executes `benchmark.run.run_one`, which writes the run's record itself, so a launcher
-only has to start tasks and report how they ended.
+only has to start tasks and report how they ended; a job that dies before run_one could record
+anything gets a failure record here.
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
 import submitit
 from tqdm import tqdm
 
-from .run import RunTask, run_one
+from .records import CorruptRecord, read_record, write_json_atomic
+from .run import RunTask, SlurmRun, log_tail, run_one
 
 log = logging.getLogger("gpvae_bench")
 LAUNCHERS = ("debug", "local", "slurm")
 POLL_SECONDS = 1.0
+SLURM_POLL_SECONDS = 5.0  # each poll of a Slurm job may run sacct: go easy on the controller
 
 
 class LauncherError(RuntimeError):
@@ -32,12 +37,34 @@ class LauncherError(RuntimeError):
 
 
 def _outcome(job, task: RunTask) -> dict:
-    """The record run_one returned, or a failure record if the job itself died."""
+    """The record run_one returned, or a failure record (written) if the job itself died."""
     try:
         return job.result()
-    except Exception as err:  # the process died before run_one could record anything
-        return {"key": task.key, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                "log_file": str(getattr(job.paths, "stdout", ""))}
+    except Exception as err:
+        stdout, stderr = str(job.paths.stdout), str(job.paths.stderr)
+        try:
+            on_disk = read_record(task.record_path)
+        except (OSError, CorruptRecord):
+            on_disk = None
+        if (on_disk and on_disk["config_hash"] == task.config_hash()
+                and on_disk.get("log_file") == stdout):
+            return on_disk  # this job recorded how it ended before it stopped (e.g. requeue cap)
+        record = {"key": task.config()["key"], "config_hash": task.config_hash(), "status": "failed",
+                  "error": f"{type(err).__name__}: {err}"[-4000:], "log_file": stdout,
+                  "stderr_file": stderr, "log_tail": log_tail(stderr),
+                  "slurm": {"job_id": job.job_id} if isinstance(job, submitit.SlurmJob) else None}
+        write_json_atomic(task.record_path, record)
+        return record
+
+
+def _reap(running: list, records: list[dict], bar: tqdm) -> bool:
+    """Move the finished (job, task) pairs of `running` to `records`; whether any had finished."""
+    finished = [(j, t) for j, t in running if j.done()]
+    for job, task in finished:
+        running.remove((job, task))
+        records.append(_outcome(job, task))
+        bar.update(1)
+    return bool(finished)
 
 
 def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]:
@@ -48,17 +75,21 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
             while queue and len(running) < jobs:
                 task = queue.pop(0)
                 running.append((executor.submit(run_one, task), task))
-            finished = [(j, t) for j, t in running if j.done()]
-            for job, task in finished:
-                running.remove((job, task))
-                records.append(_outcome(job, task))
-                bar.update(1)
-            if not finished:
+            if not _reap(running, records, bar):
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:  # do not leave training subprocesses running behind the user
         for job, _ in running:
             job.cancel(check=False)
         raise
+    return records
+
+
+def wait_for(submitted: Iterable, bar: tqdm) -> list[dict]:
+    """Wait for submitted (job, task) pairs; Slurm jobs keep running if this is interrupted."""
+    running, records = list(submitted), []
+    while running:
+        if not _reap(running, records, bar):
+            time.sleep(SLURM_POLL_SECONDS)
     return records
 
 
@@ -71,33 +102,45 @@ def _debug(tasks: list[RunTask], folder: Path, bar: tqdm) -> list[dict]:
     return records
 
 
-def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list:
-    """One submitit job array per method family, with that family's resource overrides."""
-    from .cluster import make_executor
+@dataclass
+class SlurmArray:
+    """One job array: a method family's pending runs and the sbatch directives they go out with."""
+
+    method: str
+    name: str
+    tasks: list[RunTask]
+    directives: list[str]
+
+
+def slurm_arrays(tasks: list[RunTask], folder: Path, cluster_profile) -> list[SlurmArray]:
+    """How `tasks` would go to Slurm: one array per method family. Needs no Slurm (for --dry-run)."""
+    from .cluster import sbatch_directives
+
+    arrays = []
+    for method, group in groupby(sorted(tasks, key=lambda t: t.key.method), key=lambda t: t.key.method):
+        group = list(group)
+        name = f"gpvae-{method}"
+        arrays.append(SlurmArray(method, name, group, sbatch_directives(
+            cluster_profile, Path(folder), method, name=name, array_size=len(group))))
+    return arrays
+
+
+def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tuple[str, list]]:
+    """Submit one job array per method family, with that family's resource overrides;
+    [(array job id, [(job, task), ...])]."""
+    from .cluster import make_executor, max_requeues
 
     if shutil.which("sbatch") is None:
         raise LauncherError("--launcher slurm needs Slurm: 'sbatch' is not on PATH")
     submitted = []
-    by_method = sorted(tasks, key=lambda t: t.key.method)
-    for method, group in groupby(by_method, key=lambda t: t.key.method):
-        group = list(group)
-        executor = make_executor(cluster_profile, folder, method, name=f"gpvae-{method}")
-        jobs = executor.map_array(run_one, group)
-        submitted += list(zip(jobs, group, strict=True))
+    for array in slurm_arrays(tasks, folder, cluster_profile):
+        executor = make_executor(cluster_profile, folder, array.method, name=array.name)
+        jobs = executor.map_array(SlurmRun(max_requeues(cluster_profile, array.method)), array.tasks)
+        array_id = jobs[0].job_id.split("_")[0]
+        print(f"submitted job array {array_id} ({array.name}): {len(jobs)} runs; logs in {folder}",
+              flush=True)
+        submitted.append((array_id, list(zip(jobs, array.tasks, strict=True))))
     return submitted
-
-
-def wait_for(submitted: Iterable, bar: tqdm) -> list[dict]:
-    pending, records = list(submitted), []
-    while pending:
-        finished = [(j, t) for j, t in pending if j.done()]
-        for job, task in finished:
-            pending.remove((job, task))
-            records.append(_outcome(job, task))
-            bar.update(1)
-        if not finished:
-            time.sleep(POLL_SECONDS * 5)
-    return records
 
 
 def launch(
@@ -110,7 +153,7 @@ def launch(
     cluster_profile=None,
     wait: bool = True,
 ) -> list[dict]:
-    """Run `tasks` and return their records (failed ones included); [] if none."""
+    """Run `tasks` and return their records (failed ones included); [] if none or not waiting."""
     if launcher not in LAUNCHERS:
         raise LauncherError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
     if not tasks:
@@ -118,12 +161,10 @@ def launch(
     folder = Path(folder)
     if launcher == "slurm":
         submitted = submit_slurm(tasks, folder, cluster_profile)
-        ids = sorted({j.job_id.split("_")[0] for j, _ in submitted})
-        log.info("submitted %d runs to Slurm as job arrays %s", len(submitted), ", ".join(ids))
         if not wait:
             return []
         with tqdm(total=len(tasks), desc="runs", unit="run") as bar:
-            return wait_for(submitted, bar)
+            return wait_for([pair for _, pairs in submitted for pair in pairs], bar)
     with tqdm(total=len(tasks), desc="runs", unit="run") as bar:
         if launcher == "debug":
             return _debug(tasks, folder, bar)

@@ -18,9 +18,11 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import submitit
 import torch
 
 from methods import NetConfig, get_method
@@ -167,15 +169,39 @@ def train_and_evaluate(task: RunTask) -> dict:
     }
 
 
-def _job_log_file() -> str | None:
-    """The submitit log this run writes to, when it runs as a submitit job."""
+LOG_TAIL_LINES = 40  # how much of a failed run's log its record keeps
+
+
+def _job_log_files() -> tuple[str | None, str | None]:
+    """The submitit (stdout, stderr) logs this run writes to, when it runs as a submitit job."""
     import submitit
 
     try:
         env = submitit.JobEnvironment()
-        return str(env.paths.stdout) if env.activated() else None
+        return (str(env.paths.stdout), str(env.paths.stderr)) if env.activated() else (None, None)
     except (RuntimeError, KeyError):  # the debug executor has no log files of its own
+        return None, None
+
+
+def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str | None:
+    """The last `lines` lines of a log file, or None if there is none."""
+    if not path:
         return None
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except OSError:
+        return None
+
+
+def _slurm_job() -> dict | None:
+    """Which Slurm job (array task) runs this, and how often it was requeued; None outside Slurm."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return None
+    array, index = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return {"job_id": f"{array}_{index}" if array and index else env["SLURM_JOB_ID"],
+            "requeues": _requeue_count()}
 
 
 def _ensure_logging() -> None:
@@ -187,15 +213,33 @@ def _ensure_logging() -> None:
         log.setLevel(logging.INFO)
 
 
+def _new_record(task: RunTask) -> dict:
+    key = task.key
+    return {"key": dataclasses.asdict(key), "config": task.config(), "config_hash": task.config_hash(),
+            "seeds": {"split": key.split_seed, "init": key.init_seed}}
+
+
+def _write_record(task: RunTask, record: dict, start: float) -> dict:
+    record["wall_seconds"] = time.perf_counter() - start
+    record["provenance"] = _provenance(torch.device(task.device))
+    record["slurm"] = _slurm_job()
+    record["log_file"], record["stderr_file"] = _job_log_files()
+    if record["status"] != "ok":
+        sys.stdout.flush()  # so the tail holds the error line logged just now
+        record["log_tail"] = log_tail(record["log_file"])
+    write_json_atomic(task.record_path, record)
+    return record
+
+
 def run_one(task: RunTask) -> dict:
     """Run one task and write its record; a failure is recorded (status 'failed'), not raised."""
     _ensure_logging()
-    if task.threads:
-        torch.set_num_threads(task.threads)
+    # Slurm without CPU binding (cgroups) lets torch see every core of the node: use the allocation
+    threads = task.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
+    if threads:
+        torch.set_num_threads(threads)
     key = task.key
-    record = {"key": dataclasses.asdict(key), "config": task.config(),
-              "config_hash": task.config_hash(), "seeds": {"split": key.split_seed,
-                                                           "init": key.init_seed}}
+    record = _new_record(task)
     start = time.perf_counter()
     log.info("run %s", key)
     try:
@@ -204,10 +248,51 @@ def run_one(task: RunTask) -> dict:
         log.error("run %s failed: %s: %s", key, type(err).__name__, err)
         record.update(status="failed", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc()[-4000:])
-    record["wall_seconds"] = time.perf_counter() - start
-    record["provenance"] = _provenance(torch.device(task.device))
-    record["log_file"] = _job_log_file()
-    write_json_atomic(task.record_path, record)
+    _write_record(task, record, start)
     if record["status"] == "ok":
         task.checkpoint_path.unlink(missing_ok=True)
     return record
+
+
+class SlurmRun(submitit.helpers.Checkpointable):
+    """run_one as a submitit-checkpointable callable, for the Slurm launcher.
+
+    When Slurm preempts a run or its time limit nears, it sends USR2 (signal_delay_s ahead);
+    submitit then calls checkpoint() and requeues the job with what it returns. Training state is
+    already on disk (train() saves it every epoch), so the requeued run resumes from there; no
+    in-memory state needs to travel. A hard `scontrol requeue` (SIGTERM, then SIGKILL) skips
+    checkpoint() but resumes the same way. Either way a run requeued more than `max_requeues` times
+    is recorded as failed instead of running again (its checkpoint is kept for --retry-failed).
+    """
+
+    def __init__(self, max_requeues: int) -> None:
+        self.max_requeues = max_requeues
+
+    def __call__(self, task: RunTask) -> dict:
+        requeues = _requeue_count()
+        if requeues > self.max_requeues:  # requeued from outside (scontrol requeue) once too often
+            return self._give_up(task, requeues)
+        return run_one(task)
+
+    def checkpoint(self, task: RunTask):
+        requeues = _requeue_count()
+        if requeues >= self.max_requeues:
+            self._give_up(task, requeues)
+            return None  # submitit then ends the job instead of requeuing it
+        log.warning("run %s interrupted (preempted or near its time limit): requeue %d of at most %d, "
+                    "resuming from its last checkpoint", task.key, requeues + 1, self.max_requeues)
+        return super().checkpoint(task)
+
+    def _give_up(self, task: RunTask, requeues: int) -> dict:
+        _ensure_logging()
+        log.error("run %s: not requeued again after %d requeues (max_requeues %d)", task.key,
+                  requeues, self.max_requeues)
+        record = _new_record(task)
+        record.update(status="failed", error=f"Requeued {requeues} times, the most max_requeues="
+                      f"{self.max_requeues} allows; rerun with --retry-failed to resume from its "
+                      "checkpoint")
+        return _write_record(task, record, time.perf_counter())
+
+
+def _requeue_count() -> int:
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0"))

@@ -69,15 +69,22 @@ def table_names() -> list[str]:
 
 
 def load_table_spec(table: str) -> TableSpec:
-    path = SPEC_DIR / f"table{table}.yaml"
-    if not path.exists():
-        raise ConfigError(f"unknown table {table!r}; known tables: {', '.join(table_names())}")
+    """Table N (benchmark/specs/tableN.yaml), or a spec of one's own by path (name: the file's stem)."""
+    path = Path(table)
+    if path.suffix in (".yaml", ".yml"):
+        name = path.stem
+        if not path.is_file():
+            raise ConfigError(f"table spec {table} does not exist")
+    else:
+        name, path = f"table{table}", SPEC_DIR / f"table{table}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown table {table!r}; known tables: {', '.join(table_names())}")
     data = read_yaml_mapping(path)
     for key in ("title", "metric", "datasets", "dims", "rows"):
         if key not in data:
             raise ConfigError(f"{path}: missing key {key!r}")
     return TableSpec(
-        name=f"table{table}",
+        name=name,
         title=str(data["title"]),
         metric=str(data["metric"]),
         datasets=tuple(data["datasets"]),

@@ -1,11 +1,26 @@
-"""Method registry: `@register("sa", label="SA", variants=[{"k": 1}, ...])` on an EncoderModel."""
+"""Method registry: `@register("sa", label="SA", variants=[{"k": 1}, ...])` on an EncoderModel.
+
+Methods outside this package are plugins too: name their modules in $GPVAE_BENCH_PLUGINS
+(comma-separated, importable from sys.path/PYTHONPATH). They are imported on the first lookup, in
+every process that looks a method up, so Slurm and local job subprocesses (which inherit the
+environment) see them as well.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+PLUGINS_ENV = "GPVAE_BENCH_PLUGINS"
 _REGISTRY: dict[str, MethodInfo] = {}
+_imported_plugins: set[str] = set()
+
+
+class PluginImportError(ImportError):
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class UnknownMethodError(KeyError):
@@ -48,7 +63,23 @@ def register(name: str, *, label: str, variants=({},)):
     return deco
 
 
+def import_env_plugins() -> None:
+    """Import the modules named in $GPVAE_BENCH_PLUGINS that are not imported yet."""
+    for module in os.environ.get(PLUGINS_ENV, "").split(","):
+        module = module.strip()
+        if not module or module in _imported_plugins:
+            continue
+        _imported_plugins.add(module)  # first: a plugin that looks methods up must not re-import itself
+        try:
+            importlib.import_module(module)
+        except Exception as err:
+            _imported_plugins.discard(module)
+            raise PluginImportError(f"${PLUGINS_ENV}: cannot import plugin module {module!r}: "
+                                    f"{type(err).__name__}: {err}") from err
+
+
 def get_method(name: str) -> MethodInfo:
+    import_env_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -57,4 +88,5 @@ def get_method(name: str) -> MethodInfo:
 
 
 def registered_methods() -> dict[str, MethodInfo]:
+    import_env_plugins()
     return dict(sorted(_REGISTRY.items()))

@@ -68,6 +68,9 @@ pid_is() {  # pid_alive and it is the daemon named (guards against a reused PID)
   pid_alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]
 }
 
+# the machine's CPUs: GNU nproc reports $OMP_NUM_THREADS instead when it is set (CI sets it to 1)
+cpu_count() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+
 recorded_pid() { if [ -f "$1/pids/$2.pid" ]; then cat "$1/pids/$2.pid"; fi; }
 
 free_ports() {  # N free TCP ports on 127.0.0.1
@@ -116,7 +119,7 @@ wait_for() {  # wait_for DIR NAME DESCRIPTION CHECK...: until CHECK succeeds; fa
 write_configs() {  # write_configs DIR
   local dir=$1 host cpus mem_mb
   host=$(hostname -s)
-  cpus=$(nproc)
+  cpus=$(cpu_count)
   mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
   read -r CTLD_PORT SLURMD_PORT DBD_PORT MYSQL_PORT <<<"$(free_ports 4)"
   DB_PASS=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
@@ -257,7 +260,7 @@ cmd_up() {
 
   trap - ERR
   set +E
-  say "up in $((SECONDS - UP_T0))s: cluster $CLUSTER_NAME, partition $PARTITION, $(nproc) CPUs; logs in $dir/log"
+  say "up in $((SECONDS - UP_T0))s: cluster $CLUSTER_NAME, partition $PARTITION, $(cpu_count) CPUs; logs in $dir/log"
   echo "export SLURM_CONF=$dir/slurm.conf"
 }
 

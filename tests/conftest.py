@@ -49,3 +49,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The Slurm tests' job ids and sacct states (tests/slurm_helpers.log), passed or not."""
+    from slurm_helpers import LOGGED
+
+    if LOGGED:
+        terminalreporter.section("slurm jobs")
+        for line in LOGGED:
+            terminalreporter.write_line(line)

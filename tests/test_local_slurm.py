@@ -1,4 +1,5 @@
 """submitit's Slurm executor against a live cluster (slurm/local_cluster.sh up; see slurm/README.md).
+The harness (reproduce.py) on the same cluster: tests/test_slurm_harness.py.
 
 Skipped, with the reason, where there is no cluster; a failure instead when $CI is set, so CI cannot
 pass by skipping it. Job ids and sacct states are printed (pytest -s shows them; CI logs keep them).
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import submitit
+from slurm_helpers import DEADLINE_S, log, release_requeued, require_cluster, sacct_states, sh
 
 from benchmark.cluster import executor_kwargs, executor_parameters, load_cluster_profile
 
@@ -24,51 +24,11 @@ pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_PROFILE = REPO / "slurm" / "local.yaml"
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE"}
-DEADLINE_S = 60  # per wait; the whole file takes ~30-40 s on an idle 2-CPU machine
-
-
-def log(message: str) -> None:
-    print(f"[slurm] {message}", flush=True)
-
-
-def sh(*cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def cluster_problem() -> str | None:
-    """Why the cluster cannot be used, or None."""
-    if shutil.which("sbatch") is None:
-        return "'sbatch' is not on PATH (bash slurm/local_cluster.sh install)"
-    conf = os.environ.get("SLURM_CONF")
-    if not conf:
-        return 'SLURM_CONF is not set (eval "$(bash slurm/local_cluster.sh up DIR)")'
-    if not Path(conf).is_file():
-        return f"SLURM_CONF={conf} does not exist"
-    try:
-        ping = sh("scontrol", "ping", timeout=15)
-        if " is UP" not in ping.stdout:
-            return f"slurmctld is not answering: {(ping.stdout + ping.stderr).strip()}"
-        nodes = sh("sinfo", "-h", "-N", "-o", "%T", timeout=15).stdout.split()
-        if not nodes or any(s.rstrip("*~#$@").startswith(("down", "drain", "fail", "not_resp"))
-                            for s in nodes):
-            return f"no usable node (sinfo node states: {nodes})"
-        acct = sh("sacct", "-n", "-X", "-P", "-o", "JobID", "-S", "now", timeout=15)
-        if acct.returncode:
-            return f"accounting (slurmdbd) is not answering: {acct.stderr.strip()}"
-    except subprocess.TimeoutExpired as err:
-        return f"{' '.join(err.cmd)} timed out"
-    return None
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
-    problem = cluster_problem()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so the Slurm test may not be skipped: {problem}", pytrace=False)
-        pytest.skip(f"no Slurm cluster: {problem}")
+    require_cluster()
     # the jobs cannot import this test module, so ship its functions and classes by value
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
@@ -89,24 +49,6 @@ def wait_done(jobs, timeout: float = DEADLINE_S) -> None:
         if time.monotonic() > deadline:
             queue = sh("squeue", "-o", "%i %T %r").stdout
             pytest.fail(f"jobs {[j.job_id for j in jobs]} not done after {timeout}s; squeue:\n{queue}")
-        time.sleep(0.5)
-
-
-def sacct_states(job_id: str, expected: int, duplicates: bool = False) -> list[tuple[str, str]]:
-    """[(JobID, State)] of the allocations of job_id (an array id gives its tasks), polled until
-    `expected` records are all in a final state (accounting reaches slurmdbd asynchronously)."""
-    cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job_id] + (["-D"] if duplicates else [])
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        out = sh(*cmd).stdout
-        rows = [tuple(line.split("|")[:2]) for line in out.splitlines() if line]
-        final = [r for r in rows if r[1].split()[0] in TERMINAL or r[1] == "REQUEUED"]
-        if len(rows) == expected and len(final) == expected and rows[-1][1].split()[0] in TERMINAL:
-            for jid, state in rows:
-                log(f"sacct {jid} {state}")
-            return rows
-        if time.monotonic() > deadline:
-            pytest.fail(f"sacct {' '.join(cmd[1:])} after {DEADLINE_S}s:\n{out}")
         time.sleep(0.5)
 
 
@@ -203,16 +145,7 @@ def test_checkpointable_job_requeued_mid_run_resumes(executor, tmp_path, how):
         requeue = sh("scancel", "--signal=USR2", job.job_id)
     assert requeue.returncode == 0, requeue.stderr
     log(f"{how}: requeued job {job.job_id} at step {json.loads(state_file.read_text())['step']}")
-    # Slurm holds a requeued job back for ~2 minutes (BeginTime); start it 2 s after it is pending
-    # again. Not at once: slurmd rejects a credential issued in the same second as the requeue
-    # revoked the job's old one ("Job credential revoked"), and the job fails instead of restarting.
-    # (StartTime=now+2 would work too, but the job then waits for the next scheduling pass.)
-    while sh("squeue", "-h", "-j", job.job_id, "-o", "%T").stdout.strip() != "PENDING":
-        assert time.monotonic() < deadline, "requeued job never went back to PENDING"
-        time.sleep(0.2)
-    time.sleep(2)
-    update = sh("scontrol", "update", f"JobId={job.job_id}", "StartTime=now")
-    assert update.returncode == 0, update.stderr
+    release_requeued(job.job_id)
     wait_done([job])
     result = job.result()
     log(f"{how}: job {job.job_id} result: {result}")

@@ -1,0 +1,248 @@
+"""reproduce.py --launcher slurm against the live local cluster (slurm/local_cluster.sh up):
+the table equals the local launcher's, a requeued run resumes from its checkpoint, a failing run is
+isolated, listed by --collect and rerun alone by --retry-failed, --no-wait returns with job ids.
+
+Skipped, with the reason, where there is no cluster; a failure instead when $CI is set. Job ids and
+sacct states are printed as `[slurm] ...` lines (pytest -s, or CI's log)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from slurm_helpers import DEADLINE_S, log, release_requeued, require_cluster, sacct_states, sh
+from test_reproduce_e2e import RERUN_TOLERANCE
+
+from benchmark.cli import main
+
+pytestmark = pytest.mark.slurm
+
+TESTS = Path(__file__).resolve().parent
+SUBMITTED = re.compile(r"^submitted job array (\d+) \((\S+)\): (\d+) runs", re.M)
+NUMBER = re.compile(r"-?\d+\.\d+")
+MARKUP = re.compile(r"<[^>]+>|\*\*")
+# A table cell is a mean ± sample std over n = 2 splits. Each run reruns within RERUN_TOLERANCE, so
+# the mean moves by at most that, and the std by at most RERUN_TOLERANCE * sqrt(n / (n - 1)) (the
+# std is a norm of the deviations divided by sqrt(n - 1)); rounding to 0.1 on both sides adds 0.1.
+CELL_TOLERANCE = RERUN_TOLERANCE * math.sqrt(2) + 0.1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    require_cluster()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Overrides conftest's: the test process only submits and waits."""
+    yield
+
+
+@pytest.fixture
+def probe_plugin(monkeypatch):
+    """tests/probe_plugin.py, registered here and (through the environment sbatch passes on) in
+    every Slurm task."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS),
+                                                                    os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("GPVAE_BENCH_PLUGINS", "probe_plugin")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    for line in (out + err).splitlines():
+        if line.startswith(("submitted", "failed:", "pending:", "table", "probe", "trained")):
+            log(f"cli: {line}")
+    return rc, out, err
+
+
+def args_for(mnist_root, results, launcher, *extra, table="1", profile="smoke"):
+    cluster = ["--cluster", "local"] if launcher == "slurm" else []
+    return ["--table", str(table), "--profile", str(profile), "--data-root", str(mnist_root),
+            "--results-dir", str(results), "--launcher", launcher, *cluster, "--datasets", "mnist",
+            "--dims", "10", "--device", "cpu", "-q", *extra]
+
+
+def submitted_arrays(out: str) -> list[tuple[str, str, int]]:
+    return [(jid, name, int(n)) for jid, name, n in SUBMITTED.findall(out)]
+
+
+def records(results: Path) -> dict[str, dict]:
+    return {str(p.relative_to(results)): json.loads(p.read_text())
+            for p in sorted((results / "runs").rglob("*.json"))}
+
+
+def table_cells(results: Path, name: str = "table1") -> list[list[str]]:
+    rows = [line for line in (results / "tables" / f"{name}.md").read_text().splitlines()
+            if line.startswith("|")]
+    return [[MARKUP.sub("", cell).strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def write_spec(path: Path, rows: list[str]) -> Path:
+    path.write_text("title: harness test\nmetric: test_iwae\ndatasets: [mnist]\ndims: [10]\nrows:\n"
+                    + "".join(f"  - {row}\n" for row in rows))
+    return path
+
+
+def small_profile(path: Path, epochs: int = 4) -> Path:
+    """The smoke profile on 512 training images and one split: short runs for tests of mechanics."""
+    path.write_text((TESTS.parent / "benchmark" / "profiles" / "smoke.yaml").read_text()
+                    .replace("epochs: 4", f"epochs: {epochs}").replace("splits: 2", "splits: 1")
+                    .replace("train_size: 2048", "train_size: 512"))
+    return path
+
+
+def test_slurm_table_equals_local_table(capsys, mnist_root, tmp_path):
+    local, slurm = tmp_path / "local", tmp_path / "slurm"
+    select = ("--methods", "vae")  # 2 splits: one job array of 2 tasks, cells are mean ± std
+    # --jobs = CPUs: one thread per run, as Slurm runs it (cpus_per_task: 1 in slurm/local.yaml)
+    rc, _, _ = cli(capsys, *args_for(mnist_root, local, "local", *select, "--jobs", str(os.cpu_count())))
+    assert rc == 0
+
+    rc, plan_out, _ = cli(capsys, *args_for(mnist_root, slurm, "slurm", *select, "--dry-run"))
+    assert rc == 0 and "would submit 2 runs as 1 job arrays" in plan_out
+    start = time.perf_counter()
+    rc, out, err = cli(capsys, *args_for(mnist_root, slurm, "slurm", *select))
+    log(f"slurm launcher: 2 runs in {time.perf_counter() - start:.0f}s")
+    assert rc == 0, err
+    arrays = submitted_arrays(out)
+    assert [(name, n) for _, name, n in arrays] == [("gpvae-vae", 2)]
+    folder = slurm / "submitit" / "smoke" / "table1"
+    for array_id, name, n in arrays:
+        assert all(state == "COMPLETED" for _, state in sacct_states(array_id, expected=n))
+        # the dry run printed exactly the #SBATCH lines that went to Slurm
+        sent = [line for line in (folder / f"{array_id}_submission.sh").read_text().splitlines()
+                if line.startswith("#SBATCH")]
+        planned = plan_out[plan_out.index(f"array {name}:"):].splitlines()[1:1 + len(sent)]
+        assert [line.strip() for line in planned] == sent
+
+    ours, theirs = records(slurm), records(local)
+    assert ours.keys() == theirs.keys() and len(ours) == 2
+    for path, rec in ours.items():
+        assert rec["status"] == "ok" and rec["slurm"]["job_id"].split("_")[0] in {a for a, _, _ in arrays}
+        log_file = Path(rec["log_file"])
+        assert log_file.is_relative_to(folder) and "epoch 4/4" in log_file.read_text()
+        # the same thread count, so that the comparison is of launchers only: 1 against 2 threads
+        # changed a smoke run's test IWAE by 11 nats here
+        assert rec["provenance"]["threads"] == theirs[path]["provenance"]["threads"] == 1
+        log(f"{path}: test_iwae slurm {rec['metrics']['test_iwae']!r} local "
+            f"{theirs[path]['metrics']['test_iwae']!r}")
+        assert rec["metrics"]["test_iwae"] == pytest.approx(theirs[path]["metrics"]["test_iwae"],
+                                                            abs=RERUN_TOLERANCE), path
+    ours, theirs = table_cells(slurm), table_cells(local)
+    assert len(ours) == len(theirs) and len(ours) > 3
+    compared = 0
+    for row_a, row_b in zip(ours, theirs, strict=True):
+        for a, b in zip(row_a, row_b, strict=True):
+            assert NUMBER.sub("#", a) == NUMBER.sub("#", b), (a, b)  # same text, e.g. 'not run'
+            for x, y in zip(NUMBER.findall(a), NUMBER.findall(b), strict=True):
+                assert float(x) == pytest.approx(float(y), abs=CELL_TOLERANCE), (row_a[0], a, b)
+                compared += 1
+    assert compared == 3  # VAE's mean and std, the mean-image floor
+
+
+def checkpoint_epoch(results: Path) -> int:
+    try:
+        ckpt = next((results / "runs").rglob("*.ckpt"))
+        return torch.load(ckpt, weights_only=False)["train_state"]["epoch"]
+    except (StopIteration, OSError, EOFError, RuntimeError):  # not written yet, or mid-replace
+        return 0
+
+
+@pytest.mark.parametrize("how", ["scontrol-requeue", "usr2-preempt"])
+def test_requeued_run_resumes_from_its_checkpoint(capsys, mnist_root, tmp_path, probe_plugin, how):
+    """scontrol-requeue: an operator's requeue (SIGTERM, ignored by submitit, then SIGKILL after
+    KillWait); the run restarts and train() resumes from the last epoch's checkpoint.
+    usr2-preempt: USR2, what Slurm sends signal_delay_s before preemption or the time limit;
+    submitit calls SlurmRun.checkpoint() and requeues the job itself."""
+    results = tmp_path / "results"
+    # 8 epochs of >= 1.5 s before the requeue: after a requeue at epoch 2 more is left than the
+    # ~7 s (KillWait + 2) that a job ignoring SIGTERM keeps running; 512 images keep epochs short
+    profile = small_profile(tmp_path / "requeue.yaml", epochs=8)
+    spec = write_spec(tmp_path / "requeue_table.yaml", ["{probe: {epoch_sleep: 1.5}}"])
+    rc, out, _ = cli(capsys, *args_for(mnist_root, results, "slurm", "--no-wait", table=spec,
+                                       profile=profile))
+    assert rc == 0
+    [(job_id, _, n)] = submitted_arrays(out)  # one run: submitit sends it as a plain job
+    assert n == 1
+    deadline = time.monotonic() + DEADLINE_S
+    while checkpoint_epoch(results) < 2:
+        assert time.monotonic() < deadline, f"no checkpoint at epoch 2: {sh('squeue').stdout}"
+        time.sleep(0.3)
+    signal = ["scontrol", "requeue", job_id] if how == "scontrol-requeue" else \
+        ["scancel", "--signal=USR2", job_id]
+    requeue = sh(*signal)
+    assert requeue.returncode == 0, requeue.stderr
+    log(f"{how}: {' '.join(signal)} with a checkpoint at epoch {checkpoint_epoch(results)}")
+    release_requeued(job_id)
+    rows = sacct_states(job_id, expected=2, duplicates=True, timeout=2 * DEADLINE_S)
+    assert [state for _, state in rows] == ["REQUEUED", "COMPLETED"], rows
+
+    rc, _, err = cli(capsys, *args_for(mnist_root, results, "slurm", "--collect", table=spec,
+                                       profile=profile))
+    assert rc == 0, err
+    [rec] = records(results).values()
+    m = rec["metrics"]
+    log(f"{how}: record status={rec['status']} slurm={rec['slurm']} "
+        f"resumed_from_epoch={m['resumed_from_epoch']} epochs_run={m['epochs_run']} "
+        f"history epochs={[h['epoch'] for h in rec['history']]}")
+    assert rec["status"] == "ok" and rec["slurm"] == {"job_id": job_id, "requeues": 1}
+    assert 2 <= m["resumed_from_epoch"] < 8 and m["epochs_run"] == 8
+    assert [h["epoch"] for h in rec["history"]] == list(range(1, 9))  # no epoch lost or repeated
+    log_text = Path(rec["log_file"]).read_text()
+    assert f"resumed from checkpoint at epoch {m['resumed_from_epoch']}" in log_text
+    if how == "usr2-preempt":
+        assert "requeue 1 of at most 2" in log_text  # SlurmRun.checkpoint() ran (max_requeues: 2)
+    assert not list((results / "runs").rglob("*.ckpt"))  # removed once the run is recorded
+
+
+def test_failing_run_is_isolated_collected_and_retried_alone(capsys, mnist_root, tmp_path, probe_plugin,
+                                                             monkeypatch):
+    results = tmp_path / "results"
+    fail_file = tmp_path / "fail-now"
+    fail_file.touch()
+    monkeypatch.setenv("GPVAE_TEST_FAIL_FILE", str(fail_file))
+    # two method families, so two job arrays: vae (1 run) and probe (2 runs, one of them failing)
+    spec = write_spec(tmp_path / "failure_table.yaml", ["vae", "{probe: {fail: 0}}", "{probe: {fail: 1}}"])
+    run = args_for(mnist_root, results, "slurm", table=spec, profile=small_profile(tmp_path / "small.yaml"))
+
+    start = time.perf_counter()
+    rc, out, err = cli(capsys, *run, "--no-wait")
+    assert rc == 0 and "submitted; run again with --collect" in err
+    assert time.perf_counter() - start < 30  # returned without waiting for training
+    arrays = submitted_arrays(out)
+    assert [(name, n) for _, name, n in arrays] == [("gpvae-probe", 2), ("gpvae-vae", 1)]
+    for array_id, _, n in arrays:
+        rows = sacct_states(array_id, expected=n, timeout=3 * DEADLINE_S)
+        # run_one records the failure and returns: the failing task itself ends normally too
+        assert [state for _, state in rows] == ["COMPLETED"] * n, rows
+
+    rc, _, err = cli(capsys, *run, "--collect")
+    assert rc == 1
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and "probe-fail1/s0-r0: ProbeFailure: failing on purpose" in failed[0], err
+    before = records(results)
+    [(bad_path, bad)] = [(p, r) for p, r in before.items() if r["status"] != "ok"]
+    assert "probe-fail1" in bad_path and sum(r["status"] == "ok" for r in before.values()) == 2
+    assert f"(log: {bad['log_file']})" in failed[0] and Path(bad["log_file"]).exists()
+    assert "ProbeFailure" in bad["traceback"] and "failing on purpose" in bad["log_tail"]
+    assert "epoch 1/4" in bad["log_tail"]  # the log's tail, not just the error
+
+    fail_file.unlink()
+    rc, out, err = cli(capsys, *run, "--retry-failed")
+    assert rc == 0, err
+    assert "3 runs: 2 done, 1 failed; 1 to run" in err
+    [(retry_id, _, n)] = submitted_arrays(out)
+    assert n == 1
+    sacct_states(retry_id, expected=1)
+    after = records(results)
+    assert after[bad_path]["status"] == "ok" and after[bad_path]["slurm"]["job_id"] == retry_id
+    assert {p: r for p, r in after.items() if p != bad_path} == \
+        {p: r for p, r in before.items() if p != bad_path}  # the others were not rerun

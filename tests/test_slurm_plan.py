@@ -1,0 +1,174 @@
+"""The Slurm launcher's planning, requeue cap and plugin loading: no cluster needed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import submitit
+
+from benchmark.cli import main
+from benchmark.launch import _outcome
+from benchmark.plan import make_plan
+from benchmark.profiles import load_profile
+from benchmark.records import write_json_atomic
+from benchmark.run import SlurmRun
+from benchmark.specs import load_table_spec
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def smoke_tasks(mnist_root, results):
+    plan = make_plan(load_table_spec("1"), load_profile("smoke"), data_root=str(mnist_root),
+                     results_dir=str(results), methods={"vae", "gpvae"}, dataset_filter={"mnist"},
+                     dims={10})
+    return plan.tasks
+
+
+def dry_run(capsys, mnist_root, results, *extra):
+    rc = main(["--table", "1", "--profile", "smoke", "--data-root", str(mnist_root), "--results-dir",
+               str(results), "--launcher", "slurm", "--cluster", "local", "--datasets", "mnist",
+               "--dims", "10", "--methods", "vae,gpvae", "--device", "cpu", "-q", "--dry-run", *extra])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_dry_run_prints_states_arrays_and_sbatch_parameters(capsys, mnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: a dry run must not need Slurm
+    tasks = smoke_tasks(mnist_root, tmp_path)
+    assert len(tasks) == 4  # vae, gpvae x 2 splits
+    done, failed = tasks[0], tasks[2]
+    for task, status in ((done, "ok"), (failed, "failed")):
+        write_json_atomic(task.record_path, {"key": task.config()["key"], "status": status,
+                                             "config_hash": task.config_hash()})
+    rc, out, err = dry_run(capsys, mnist_root, tmp_path)
+    assert rc == 0
+    assert "4 runs: 1 done, 1 failed, 2 missing; 2 to run" in err
+    assert "would submit 2 runs as 2 job arrays with cluster profile local" in out
+    arrays = dict(re.findall(r"array (gpvae-\w+): (\d+) runs", out))
+    assert arrays == {"gpvae-vae": "1", "gpvae-gpvae": "1"}
+    # slurm/local.yaml: timeout_min 60, overridden to 120 for gpvae; the rest shared
+    vae_part = out[out.index("array gpvae-vae"):]
+    gpvae_part = out[out.index("array gpvae-gpvae"):out.index("array gpvae-vae")]
+    assert "#SBATCH --time=60" in vae_part and "#SBATCH --time=120" in gpvae_part
+    for part in (vae_part, gpvae_part):
+        for line in ("#SBATCH --partition=debug", "#SBATCH --cpus-per-task=1", "#SBATCH --mem=1GB",
+                     "#SBATCH --signal=USR2@30", "#SBATCH --array=0-0%1",
+                     "setup: export PYTHONUNBUFFERED=1",
+                     f"#SBATCH --output={tmp_path}/submitit/smoke/table1/%A_%a_0_log.out"):
+            assert line in part, (line, part)
+    assert not (tmp_path / "submitit").exists()  # nothing submitted
+
+    rc, out, err = dry_run(capsys, mnist_root, tmp_path, "--retry-failed")
+    assert "3 to run" in err and "would submit 3 runs as 2 job arrays" in out
+    assert re.findall(r"array (gpvae-\w+): (\d+) runs", out) == [("gpvae-gpvae", "2"), ("gpvae-vae", "1")]
+
+
+def test_dry_run_with_slurm_needs_a_cluster_profile(capsys, mnist_root, tmp_path):
+    rc = main(["--table", "1", "--profile", "smoke", "--data-root", str(mnist_root), "--results-dir",
+               str(tmp_path), "--launcher", "slurm", "--methods", "vae", "--datasets", "mnist",
+               "--dry-run", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: --launcher slurm needs --cluster")
+
+
+@pytest.fixture
+def slurm_env(monkeypatch, tmp_path):
+    """What a Slurm task started by submitit sees (SUBMITIT_* name its environment and log files)."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "76")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SUBMITIT_FOLDER", str(tmp_path / "submitit"))
+    return monkeypatch
+
+
+def test_requeue_below_the_cap_resubmits_the_same_run(slurm_env, mnist_root, tmp_path):
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    slurm_env.setenv("SLURM_RESTART_COUNT", "1")
+    run = SlurmRun(max_requeues=2)
+    delayed = run.checkpoint(task)
+    assert delayed.function is run and delayed.args == (task,)
+    assert not task.record_path.exists()
+
+
+def test_requeue_at_the_cap_is_recorded_as_failed(slurm_env, mnist_root, tmp_path):
+    """At max_requeues, checkpoint() records the run as failed and returns None, which makes
+    submitit end the job instead of requeuing it (submitit/core/job_environment.py)."""
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    slurm_env.setenv("SLURM_RESTART_COUNT", "2")
+    assert SlurmRun(max_requeues=2).checkpoint(task) is None
+    rec = json.loads(task.record_path.read_text())
+    assert rec["status"] == "failed" and "Requeued 2 times" in rec["error"]
+    assert "max_requeues=2" in rec["error"] and rec["config_hash"] == task.config_hash()
+    assert rec["slurm"] == {"job_id": "76_1", "requeues": 2}
+    assert rec["log_file"] == str(tmp_path / "submitit" / "76_1_0_log.out")
+
+
+def test_run_requeued_past_the_cap_from_outside_is_not_trained(slurm_env, mnist_root, tmp_path):
+    """`scontrol requeue` bypasses checkpoint(); the next start counts and refuses instead."""
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    slurm_env.setenv("SLURM_RESTART_COUNT", "3")
+    rec = SlurmRun(max_requeues=2)(task)
+    assert rec["status"] == "failed" and "Requeued 3 times" in rec["error"]
+    assert "metrics" not in rec and json.loads(task.record_path.read_text())["status"] == "failed"
+
+
+def test_plugins_from_the_environment_and_a_spec_by_path(capsys, monkeypatch, mnist_root, tmp_path):
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("GPVAE_BENCH_PLUGINS", "probe_plugin")
+    spec = tmp_path / "probe_table.yaml"
+    spec.write_text("title: probe\nmetric: test_iwae\ndatasets: [mnist]\ndims: [10]\n"
+                    "rows:\n  - {probe: {fail: 1}}\n  - vae\n")
+    rc = main(["--table", str(spec), "--profile", "smoke", "--data-root", str(mnist_root),
+               "--results-dir", str(tmp_path), "--dry-run", "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "probe_table, profile smoke: 4 runs: 4 missing; 4 to run" in err
+    assert "would run probe_table/mnist/d10/probe-fail1/s0-r0 (missing)" in out
+
+    monkeypatch.setenv("GPVAE_BENCH_PLUGINS", "probe_plugin, no_such_plugin_module")
+    rc = main(["--table", str(spec), "--profile", "smoke", "--dry-run", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: $GPVAE_BENCH_PLUGINS: cannot import plugin module "
+                               "'no_such_plugin_module': ModuleNotFoundError: No module named "
+                               "'no_such_plugin_module'"]
+
+
+class DeadJob:
+    """What submitit hands back for a task whose process was killed before run_one recorded it."""
+
+    def __init__(self, folder: Path):
+        self.job_id = "90_3"
+        self.paths = submitit.core.utils.JobPaths(folder, job_id=self.job_id, task_id=0)
+        self.paths.stderr.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.stderr.write_text("".join(f"line {i}\n" for i in range(100)) + "Killed\n")
+
+    def result(self):
+        raise submitit.core.utils.UncompletedJobError("Job 90_3 (task: 0) with path ... has state CANCELLED")
+
+
+def test_job_that_died_unrecorded_gets_a_failure_record(mnist_root, tmp_path):
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    job = DeadJob(tmp_path / "submitit")
+    rec = _outcome(job, task)
+    assert json.loads(task.record_path.read_text()) == rec
+    assert rec["status"] == "failed" and rec["config_hash"] == task.config_hash()
+    assert rec["error"].startswith("UncompletedJobError: Job 90_3") and "CANCELLED" in rec["error"]
+    assert rec["log_file"] == str(job.paths.stdout) and rec["stderr_file"] == str(job.paths.stderr)
+    assert rec["log_tail"].splitlines() == [f"line {i}" for i in range(61, 100)] + ["Killed"]  # last 40
+
+
+def test_record_the_job_wrote_before_dying_is_kept(slurm_env, mnist_root, tmp_path):
+    """The requeue cap records the run, then submitit ends the job with an error: keep that record."""
+    task = smoke_tasks(mnist_root, tmp_path)[0]
+    job = DeadJob(tmp_path / "submitit")
+    slurm_env.setenv("SLURM_JOB_ID", "93")
+    slurm_env.setenv("SLURM_ARRAY_JOB_ID", "90")
+    slurm_env.setenv("SLURM_ARRAY_TASK_ID", "3")
+    slurm_env.setenv("SLURM_RESTART_COUNT", "2")
+    assert SlurmRun(max_requeues=2).checkpoint(task) is None
+    written = json.loads(task.record_path.read_text())
+    assert _outcome(job, task) == written and "Requeued 2 times" in written["error"]
