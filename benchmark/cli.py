@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from methods.registry import display_name, registered_methods
 
-from . import datasets
+from . import datasets, timing
 from .aggregate import floors, records_frame, summarize
 from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, launch
@@ -230,6 +230,8 @@ def run(args) -> int:
             raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
                              f"{profile.name!r}")
         profile = dataclasses.replace(profile, splits=args.splits)
+    if timing.is_timing_table(spec):  # nothing to train: timed in this process
+        return timing.run_timing_table(spec, profile, args, device, methods, requested, dims)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.launcher == "local" else None
 
     plan = make_plan(spec, profile, data_root=args.data_root, results_dir=args.results_dir,
