@@ -77,7 +77,7 @@ def _load(ds: str, data_root: str, download: bool, requested: set | None):
 
 def measure(spec, profile, *, data_root, device, download, rows, datasets_, dims, requested):
     """{(dataset, dim): {row label: ms}}, {dataset: why missing}, {(dataset, dim): batches info}."""
-    times, missing, sizes = {}, {}, {}
+    times, sizes = {}, {}
     loaded = {ds: _load(ds, data_root, download, requested) for ds in datasets_}
     missing = {ds: why for ds, (data, why) in loaded.items() if data is None}
     if missing and len(missing) == len(datasets_):
