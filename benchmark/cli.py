@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from methods.registry import PluginImportError, display_name, registered_methods
 
-from . import datasets
+from . import datasets, timing
 from .aggregate import floors, records_frame, summarize
 from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, launch
@@ -233,6 +233,8 @@ def run(args) -> int:
             raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
                              f"{profile.name!r}")
         profile = dataclasses.replace(profile, splits=args.splits)
+    if timing.is_timing_table(spec):  # nothing to train: timed in this process
+        return timing.run_timing_table(spec, profile, args, device, methods, requested, dims)
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
     threads = args.threads

@@ -52,6 +52,8 @@ class TableSpec:
     datasets: tuple[str, ...]
     dims: tuple[int, ...]
     rows: tuple[Row, ...]
+    batch_size: int | None = None  # timing tables: images per timed batch
+    repeats: int = 1  # timing tables: timed passes over the test batches, averaged
 
 
 def _parse_row(item, source: Path) -> Row:
@@ -90,7 +92,16 @@ def load_table_spec(table: str) -> TableSpec:
         datasets=tuple(data["datasets"]),
         dims=tuple(int(d) for d in data["dims"]),
         rows=tuple(_parse_row(r, path) for r in data["rows"]),
+        batch_size=_positive_int(data, "batch_size", path, None),
+        repeats=_positive_int(data, "repeats", path, 1),
     )
+
+
+def _positive_int(data: dict, key: str, source: Path, default):
+    value = data.get(key, default)
+    if value is not default and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
+    return value
 
 
 def load_dataset_settings(dataset: str) -> DatasetSettings:

@@ -10,7 +10,10 @@ posterior q(z|x). The harness only ever calls:
                  may add `rsample_with_log_prob(sample_shape)` to avoid inverting themselves.
                  This is what the IWAE estimator uses as its proposal;
 - `infer(x)`     the test-time inference path that Table 3 times (q's parameters and one sample);
-- `on_epoch_start(epoch, num_epochs)` a hook for methods trained in stages (RME).
+- `on_epoch_start(epoch, num_epochs)` a hook for methods trained in stages (RME);
+- `prepare_inference()` precompute whatever test-time inference needs that does not depend on x
+                 (called before timing, so a one-off cost is not timed; a method must still
+                 never use stale state, so this is an optimisation, not a requirement).
 
 `posterior` and `infer` may run under `torch.no_grad()`; a method that needs gradients at test time
 (SA's SVI steps) enables them itself.
@@ -76,6 +79,9 @@ class EncoderModel(nn.Module):
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called by the trainer before each epoch (0-based)."""
+
+    def prepare_inference(self) -> None:
+        """Build x-independent test-time state now rather than on the first call; default: none."""
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

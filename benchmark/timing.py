@@ -1,0 +1,207 @@
+"""Timing tables (spec metric `inference_ms`, paper Table 3): per-batch test-time inference time.
+
+For each dataset and dim(z) of the spec and each row: a freshly initialised model (seeded; timing
+does not depend on trained weights) of the table's architecture, its x-independent test-time state
+prepared (`prepare_inference`), then `infer` (q(z|x)'s parameters and one sample; for semi-amortized
+methods this includes their test-time optimisation) on every test batch of `batch_size` images.
+A pass over the batches is timed with torch.utils.benchmark.Timer (2 warm-up passes, then
+`repeats` passes, averaged; CUDA synchronised); the cell is that time divided by the number of
+batches. Raw figures go to RESULTS/runs/<profile>/<table>/timings.json, the table to
+RESULTS/tables/<table>.{md,tex,html}.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+from torch.utils.benchmark import Timer
+
+from methods import NetConfig, get_method
+from methods.likelihoods import make_likelihood
+
+from . import datasets
+from .records import write_json_atomic
+from .render import DATASET_LABELS
+from .specs import load_dataset_settings
+from .speed import device_name
+
+log = logging.getLogger("gpvae_bench")
+TIMING_METRICS = ("inference_ms",)
+WARMUP_PASSES = 2  # what Timer.timeit runs before the timed passes
+SEED = 0
+
+
+def is_timing_table(spec) -> bool:
+    return spec.metric in TIMING_METRICS
+
+
+def test_batches(data, test_size: int | None, batch_size: int, device) -> list[torch.Tensor]:
+    """The first `test_size` test images in batches of `batch_size`; a partial last batch is dropped
+    when there is a full one, so every timed batch has the table's size."""
+    images = data.test if test_size is None else data.test[:test_size]
+    batches = list(torch.split(images, batch_size))
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return [data.to_float(b).to(device) for b in batches]
+
+
+def time_inference(model, batches: list[torch.Tensor], repeats: int) -> float:
+    """Mean seconds per batch of model.infer over `repeats` passes (after warm-up passes)."""
+    model.eval()
+    model.prepare_inference()
+
+    def one_pass():
+        with torch.no_grad():
+            for x in batches:
+                model.infer(x)
+
+    timer = Timer("one_pass()", globals={"one_pass": one_pass}, num_threads=torch.get_num_threads())
+    return timer.timeit(repeats).mean / len(batches)
+
+
+def _load(ds: str, data_root: str, download: bool, requested: set | None):
+    try:
+        return datasets.load_dataset(ds, data_root, download), None
+    except datasets.DatasetMissing as err:
+        if requested and ds in requested:
+            raise
+        log.warning("skipping %s: %s", ds, err)
+        return None, str(err)
+
+
+def measure(spec, profile, *, data_root, device, download, rows, datasets_, dims, requested):
+    """{(dataset, dim): {row label: ms}}, {dataset: why missing}, {(dataset, dim): batches info}."""
+    times, sizes = {}, {}
+    loaded = {ds: _load(ds, data_root, download, requested) for ds in datasets_}
+    missing = {ds: why for ds, (data, why) in loaded.items() if data is None}
+    if missing and len(missing) == len(datasets_):
+        raise datasets.DatasetMissing(next(iter(missing.values())))
+    for ds, (data, _) in loaded.items():
+        if data is None:
+            continue
+        settings = load_dataset_settings(ds)
+        net = NetConfig(data.image_shape, settings.num_conv, settings.hidden)
+        batches = test_batches(data, profile.test_size, spec.batch_size or profile.eval_batch_size,
+                               device)
+        for dim in dims:
+            sizes[(ds, dim)] = (len(batches), len(batches[0]))
+            cells = times.setdefault((ds, dim), {})
+            for row in rows:
+                torch.manual_seed(SEED)
+                model = get_method(row.method).build(
+                    row.param_dict, net=net, latent_dim=dim,
+                    likelihood=make_likelihood(data.likelihood, settings.sigma_x),
+                    num_train=len(data.train)).to(device)
+                cells[row.label] = 1e3 * time_inference(model, batches, spec.repeats)
+                log.info("%s d=%d %s: %.2f ms per batch", ds, dim, row.label, cells[row.label])
+                del model
+    return times, missing, sizes
+
+
+def _table(spec, rows, columns, times, missing, fmt: str) -> tuple[list[str], list[list[str]]]:
+    base = rows[0].label if rows else ""
+    sep = "<br>" if fmt == "md" else " "
+    headers = [""]
+    for ds, dim in columns:
+        label = DATASET_LABELS.get(ds, ds) + (f"{sep}dim(z)={dim}" if len(spec.dims) > 1 else "")
+        headers += [label] if ds in missing else [f"{label}{sep}ms", f"{label}{sep}x {base}"]
+    body = []
+    for row in spec.rows:
+        line = [row.label]
+        for ds, dim in columns:
+            if ds in missing:
+                line.append("data missing")
+                continue
+            cell = times.get((ds, dim), {})
+            if row.label not in cell:
+                line += ["no plugin" if not row.has_plugin else "not selected", ""]
+                continue
+            ref = cell.get(base)
+            line += [f"{cell[row.label]:.1f}", f"{cell[row.label] / ref:.2f}" if ref else ""]
+        body.append(line)
+    return headers, body
+
+
+def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
+    notes = [f"{DATASET_LABELS.get(ds, ds)}: data missing: {why}" for ds, why in missing.items()]
+    h, b = _table(spec, rows, columns, times, missing, "md")
+    md = (f"**{spec.title}**\n\n{caption}\n\n"
+          + tabulate(b, headers=h, tablefmt="pipe", disable_numparse=True, colalign=("left",)
+                     + ("right",) * (len(h) - 1))
+          + "".join(f"\n\n{n}" for n in notes) + "\n")
+    h, b = _table(spec, rows, columns, times, missing, "tex")
+    tex = ("\\begin{table}\n\\centering\n\\scriptsize\n"
+           f"\\caption{{{spec.title}. {caption}}}\n"
+           + tabulate(b, headers=h, tablefmt="latex", disable_numparse=True)
+           + "\n\\end{table}\n" + "".join(f"% {n}\n" for n in notes))
+    head = "".join(f"<th>{html.escape(x)}</th>" for x in h)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b)
+    page = ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(spec.title)}</title><style>body{{font-family:sans-serif}} "
+            "table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;"
+            "text-align:right}</style></head><body>"
+            f"<h3>{html.escape(spec.title)}</h3><p>{html.escape(caption)}</p>"
+            f"<table><tr>{head}</tr>{body}</table>"
+            + "".join(f"<p>{html.escape(n)}</p>" for n in notes) + "</body></html>\n")
+    return {"md": md, "tex": tex, "html": page}
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run_timing_table(spec, profile, args, device: str, methods, requested, dims) -> int:
+    """What `reproduce.py --table N` does for a timing table; returns the exit code."""
+    rows = [r for r in spec.rows if r.has_plugin and (methods is None or r.method in methods)]
+    datasets_ = [ds for ds in spec.datasets if requested is None or ds in requested]
+    dims = sorted(dims) if dims else list(spec.dims)
+    if args.dry_run:
+        for ds in datasets_:
+            for dim in dims:
+                print(f"  would time {', '.join(r.label for r in rows)} on {ds} d={dim}")
+        return 0
+    dev = torch.device(device)
+    times, missing, sizes = measure(spec, profile, data_root=args.data_root, device=dev,
+                                    download=args.download, rows=rows, datasets_=datasets_,
+                                    dims=dims, requested=requested)
+    shapes = ", ".join(f"{DATASET_LABELS.get(ds, ds)} {n} x {b}"
+                       for ds, (n, b) in {ds: s for (ds, _), s in sizes.items()}.items())
+    test_cap = (f"the profile caps the test set at its first {profile.test_size} images"
+                if profile.test_size else "the full test set")
+    threads = torch.get_num_threads()
+    caption = (
+        f"Profile '{profile.name}': per-batch time of inference (q(z|x)'s parameters and one "
+        f"sample; for semi-amortized methods including their test-time SVI steps) in ms, averaged "
+        f"over the test batches (batches x images: {shapes}; {test_cap}; a partial last batch is "
+        f"not timed) and over {spec.repeats} passes after {WARMUP_PASSES} warm-up passes "
+        f"(torch.utils.benchmark.Timer). Freshly initialised (seed {SEED}), untrained models of "
+        f"the table's architecture: timing does not depend on trained weights; each model's "
+        f"x-independent test-time state is prepared before timing. Device: {dev.type} "
+        f"({device_name(dev)}), {threads} thread{'s' if threads > 1 else ''}, torch {torch.__version__}. "
+        f"Ratios are to {rows[0].label if rows else 'the first row'}. "
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
+    )
+    columns = [(ds, dim) for ds in datasets_ for dim in dims]
+    out = Path(args.results_dir)
+    write_json_atomic(out / "runs" / profile.name / spec.name / "timings.json", {
+        "caption": caption, "missing": missing,
+        "ms_per_batch": {f"{ds}/d{dim}": cells for (ds, dim), cells in times.items()},
+        "batches": {f"{ds}/d{dim}": list(s) for (ds, dim), s in sizes.items()},
+    })
+    texts = render(spec, rows, columns, times, missing, caption)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in texts.items():
+        paths.append(out / "tables" / f"{spec.name}.{suffix}")
+        _write_text_atomic(paths[-1], text)
+    print(texts["md"])
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
