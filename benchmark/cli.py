@@ -123,13 +123,15 @@ def _resolve_device(name: str) -> str:
 def _check_data(plan: Plan, pending, requested: set | None, data_root: str, download: bool):
     """Load each dataset that has pending runs once; a missing one is skipped with a warning, or
     is an error when the user asked for it by name or nothing else is left to run."""
-    needed = sorted({t.key.dataset for t in pending})
-    missing = {}
-    for ds in needed:
+    data_names = {t.key.dataset: t.data_name for t in pending}  # column -> loader
+    needed = sorted(data_names)
+    errors = {}
+    for name in sorted(set(data_names.values())):
         try:
-            datasets.load_dataset(ds, data_root, download)
+            datasets.load_dataset(name, data_root, download)
         except datasets.DatasetMissing as err:
-            missing[ds] = str(err)
+            errors[name] = str(err)
+    missing = {ds: errors[data_names[ds]] for ds in needed if data_names[ds] in errors}
     if missing and (requested or len(missing) == len(needed)):
         raise datasets.DatasetMissing(next(iter(missing.values())))
     for ds, why in missing.items():

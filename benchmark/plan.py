@@ -49,7 +49,7 @@ def make_plan(
     for ds in spec.datasets:
         if dataset_filter is not None and ds not in dataset_filter:
             plan.unavailable[ds] = "not selected"
-        elif ds not in datasets.LOADERS:
+        elif (load_dataset_settings(ds).data or ds) not in datasets.LOADERS:
             plan.unavailable[ds] = "no loader yet"
     rows = []
     for row in spec.rows:

@@ -14,7 +14,8 @@ from .specs import TableSpec
 
 FLOOR_MARGIN_NATS = 100.0  # a trained model must beat the mean-image model by at least this
 DATASET_LABELS = {"mnist": "MNIST", "omniglot": "OMNIGLOT", "svhn": "SVHN", "cifar10": "CIFAR10",
-                  "celeba": "CelebA", "binarized_mnist": "Binary MNIST"}
+                  "celeba": "CelebA", "binarized_mnist": "Binary MNIST (CNN)",
+                  "binarized_mnist_fc": "Binary MNIST (FC)"}
 
 
 @dataclass

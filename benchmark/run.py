@@ -59,6 +59,11 @@ class RunTask:
         return self.key.record_path(Path(self.results_dir))
 
     @property
+    def data_name(self) -> str:
+        """The loader in benchmark.datasets: the column's dataset unless its settings name one."""
+        return self.settings.data or self.key.dataset
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.record_path.with_suffix(".ckpt")
 
@@ -70,7 +75,7 @@ class RunTask:
             # how many splits/restarts a sweep has does not change any one run's result
             "profile": {k: v for k, v in self.profile.as_dict().items()
                         if k not in ("description", "splits", "restarts")},
-            "settings": dataclasses.asdict(self.settings),
+            "settings": self.settings.as_config(),
         }
 
     def config_hash(self) -> str:
@@ -124,7 +129,7 @@ def _first(t: torch.Tensor, n: int | None) -> torch.Tensor:
 def train_and_evaluate(task: RunTask) -> dict:
     key, prof = task.key, task.profile
     device = torch.device(task.device)
-    data = _load(key.dataset, task.data_root, task.download)
+    data = _load(task.data_name, task.data_root, task.download)
     train_idx, val_idx = split_indices(len(data.train), data.val_fraction, key.split_seed)
     train_images = data.train[_first(train_idx, prof.train_size)]
     val_images = data.train[_first(val_idx, prof.val_size)]
@@ -133,7 +138,8 @@ def train_and_evaluate(task: RunTask) -> dict:
     def to_input(images: torch.Tensor) -> torch.Tensor:
         return data.to_float(images).to(device)
 
-    net = NetConfig(data.image_shape, task.settings.num_conv, task.settings.hidden)
+    net = NetConfig(data.image_shape, task.settings.num_conv, task.settings.hidden,
+                    task.settings.network)
     likelihood = make_likelihood(data.likelihood, task.settings.sigma_x)
     torch.manual_seed(key.init_seed)
     model = get_method(key.method).build(

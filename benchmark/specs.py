@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from methods.networks import NETWORKS
 from methods.registry import display_name, registered_methods, variant_name
 
 from .yamlio import ConfigError, read_yaml_mapping
@@ -39,9 +41,30 @@ class Row:
 
 @dataclass(frozen=True)
 class DatasetSettings:
-    num_conv: int
+    """One entry of specs/datasets.yaml: a table column's data and networks.
+
+    `data` names the loader (benchmark.datasets) when the entry is a network variant of another
+    dataset (binarized_mnist_fc: the binarized MNIST files with FC networks); by default the
+    entry's own name. `network` is "cnn" (num_conv conv layers) or "fc" (num_conv unused).
+    """
+
     hidden: int
+    num_conv: int = 0
     sigma_x: float | None = None
+    data: str | None = None
+    network: str = "cnn"
+
+    def as_config(self) -> dict:
+        """The settings that determine a run's result, for its config hash. `data` and `network`
+        are left out at their defaults so records made before they existed stay current."""
+        cfg = dataclasses.asdict(self)
+        for name in ("data", "network"):
+            if cfg[name] == DATASET_SETTINGS_DEFAULTS[name]:
+                del cfg[name]
+        return cfg
+
+
+DATASET_SETTINGS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DatasetSettings)}
 
 
 @dataclass(frozen=True)
@@ -109,4 +132,18 @@ def load_dataset_settings(dataset: str) -> DatasetSettings:
     data = read_yaml_mapping(path)
     if dataset not in data:
         raise ConfigError(f"{path}: no network settings for dataset {dataset!r}")
-    return DatasetSettings(**data[dataset])
+    entry = data[dataset]
+    if not isinstance(entry, dict) or "hidden" not in entry:
+        raise ConfigError(f"{path}: {dataset}: expected a mapping with at least 'hidden'")
+    unknown = sorted(set(entry) - set(DATASET_SETTINGS_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: {dataset}: unknown key {unknown[0]!r}; known keys: "
+                          + ", ".join(DATASET_SETTINGS_DEFAULTS))
+    settings = DatasetSettings(**entry)
+    if settings.network not in NETWORKS:
+        raise ConfigError(f"{path}: {dataset}: network must be one of {', '.join(NETWORKS)}, "
+                          f"got {settings.network!r}")
+    if (settings.network == "cnn") != (settings.num_conv >= 1):
+        raise ConfigError(f"{path}: {dataset}: num_conv must be >= 1 for a cnn network and "
+                          "absent for an fc one")
+    return settings

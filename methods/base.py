@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from .networks import Decoder, NetConfig
+from .networks import NetConfig, make_decoder
 
 
 def sample_with_log_prob(posterior, sample_shape: torch.Size | tuple = ()):
@@ -49,7 +49,7 @@ class EncoderModel(nn.Module):
         self.num_train = num_train  # size of the training set, for priors over global variables
         self.net_config = net
         self.latent_dim = latent_dim
-        self.decoder = Decoder(net, latent_dim)
+        self.decoder = make_decoder(net, latent_dim)
         self.likelihood = likelihood
 
     def prior(self) -> Independent:

@@ -36,7 +36,7 @@ from torch import nn
 from torch.distributions.transforms import LowerCholeskyTransform
 
 from .base import EncoderModel, diagonal_gaussian
-from .networks import ConvTrunk, GaussianEncoder
+from .networks import GaussianEncoder, make_trunk
 from .registry import register
 
 # Added inside square roots: psi comes out of a ReLU and can be exactly zero for an input, and
@@ -104,8 +104,8 @@ class GPVAE(EncoderModel):
     ):
         super().__init__(net, latent_dim, likelihood, num_train)
         self.base = GaussianEncoder(net, latent_dim)
-        self.psi_m = ConvTrunk(net)  # the encoder minus its last layer: p = h
-        self.psi_s = ConvTrunk(net)
+        self.psi_m = make_trunk(net)  # the encoder minus its last layer: p = h
+        self.psi_s = make_trunk(net)
         p, d = net.hidden, latent_dim
         self.log_scale_samples = log_scale_samples
         self.mu = nn.Parameter(torch.zeros(d, p))

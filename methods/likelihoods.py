@@ -41,7 +41,8 @@ class BernoulliLikelihood(nn.Module):
     """p(x|z) = prod Bernoulli(x; sigmoid(logits)) for binarized images."""
 
     def log_prob(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        x = x.expand_as(out)
+        # either side may carry the extra dims: samples (K, B, ...) or one mean image (C, H, W)
+        x, out = torch.broadcast_tensors(x, out)
         return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(IMAGE_DIMS)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:

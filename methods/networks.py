@@ -8,6 +8,13 @@ with sigma_x = 0.1 it left the decoder stuck at the mean image.
 
 Channel widths are the one place they are chosen: conv layer i has CHANNELS[i] channels
 (32, 64, 128 for L=3; 32, 64, 128, 256 for L=4 / CelebA). The paper does not state them.
+
+`NetConfig.network = "fc"` swaps in fully connected networks (the "FC" rows of the paper's
+Table 4): encoder flatten -> h -> h (ReLU each) -> out, decoder z -> h -> h (ReLU each) -> C*H*W.
+This is the MLP of VLAE's reference code (yookoon/VLAE network.py: BaseEncoder / BaseDecoder,
+h = 500), whose FC binary MNIST numbers the paper's Table 4 lists. As for the conv networks, the
+trunk (everything but the last layer) has h outputs. Plugins build their networks only through
+`make_trunk`, `Encoder`, `GaussianEncoder` and `make_decoder`, so every plugin runs on either kind.
 """
 
 from __future__ import annotations
@@ -19,15 +26,27 @@ from torch import nn
 
 CHANNELS = (32, 64, 128, 256)
 KERNEL = 4
+NETWORKS = ("cnn", "fc")
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Everything that sizes the networks: image shape (C, H, W), conv depth L and hidden size h."""
+    """Everything that sizes the networks: image shape (C, H, W), conv depth L, hidden size h and
+    the kind of network ("cnn": the paper's conv networks; "fc": MLPs, num_conv unused)."""
 
     image_shape: tuple[int, int, int]
     num_conv: int = 3
     hidden: int = 256
+    network: str = "cnn"
+
+    def __post_init__(self):
+        if self.network not in NETWORKS:
+            raise ValueError(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)}")
+
+    @property
+    def pixels(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -63,20 +82,43 @@ class ConvTrunk(nn.Module):
         return self.net(x)
 
 
+class MLPTrunk(nn.Module):
+    """The FC encoder minus its last layer: flatten -> h (ReLU) -> h (ReLU)."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(cfg.pixels, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.ReLU(),
+        )
+        self.out_features = cfg.hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_trunk(cfg: NetConfig) -> nn.Module:
+    """The encoder minus its last layer, x -> R^h, of the configured kind."""
+    return MLPTrunk(cfg) if cfg.network == "fc" else ConvTrunk(cfg)
+
+
 class Encoder(nn.Module):
-    """ConvTrunk followed by the last fully connected layer h -> out_features."""
+    """The trunk followed by the last fully connected layer h -> out_features."""
 
     def __init__(self, cfg: NetConfig, out_features: int):
         super().__init__()
-        self.trunk = ConvTrunk(cfg)
+        self.trunk = make_trunk(cfg)
         self.head = nn.Linear(cfg.hidden, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
 
 
-class Decoder(nn.Module):
-    """z -> image-shaped output (Gaussian mean or Bernoulli logits), mirroring the encoder."""
+class ConvDecoder(nn.Module):
+    """z -> image-shaped output (Gaussian mean or Bernoulli logits), mirroring the conv encoder."""
 
     def __init__(self, cfg: NetConfig, latent_dim: int):
         super().__init__()
@@ -112,6 +154,29 @@ class Decoder(nn.Module):
         return out.reshape(*lead, *out.shape[1:])
 
 
+class MLPDecoder(nn.Module):
+    """z -> h (ReLU) -> h (ReLU) -> C*H*W, reshaped to the image (mean or logits, unconstrained)."""
+
+    def __init__(self, cfg: NetConfig, latent_dim: int):
+        super().__init__()
+        self._shape = tuple(cfg.image_shape)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.pixels),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).reshape(*z.shape[:-1], *self._shape)
+
+
+def make_decoder(cfg: NetConfig, latent_dim: int) -> nn.Module:
+    """The decoder p(x|z)'s network of the configured kind."""
+    return MLPDecoder(cfg, latent_dim) if cfg.network == "fc" else ConvDecoder(cfg, latent_dim)
+
+
 MIN_STD = 1e-5
 
 
@@ -124,7 +189,7 @@ class GaussianEncoder(nn.Module):
 
     def __init__(self, cfg: NetConfig, latent_dim: int):
         super().__init__()
-        self.trunk = ConvTrunk(cfg)
+        self.trunk = make_trunk(cfg)
         self.head = nn.Linear(cfg.hidden, 2 * latent_dim)
 
     def forward_with_features(self, x: torch.Tensor):
