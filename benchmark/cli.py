@@ -17,10 +17,12 @@ from tqdm import tqdm
 
 from methods.registry import display_name, registered_methods
 
-from . import datasets
+from . import compare, datasets
 from .aggregate import floors, records_frame, summarize
+from .index_page import write_index
 from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, launch
+from .paper_tables import load_paper_table
 from .plan import Plan, make_plan
 from .profiles import load_profile, profile_names
 from .records import CorruptRecord, read_record, set_aside
@@ -83,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="paired t-test over the shared splits instead of the paper's unpaired "
                    "Welch test")
+    p.add_argument("--compare-paper", action="store_true",
+                   help="also write tableN_vs_paper.{md,tex,html}: ours and the paper's numbers "
+                   "per cell, Kendall tau per column, significance pattern vs the paper's")
     p.add_argument("--list", action="store_true", help="list tables, methods, profiles, datasets")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch log lines")
     return p
@@ -175,7 +180,7 @@ def build_table(plan: Plan, spec, profile, records: list[dict], paired: bool) ->
                      failed, caption, legend)
 
 
-def write_tables(data: TableData, results_dir: Path) -> list[Path]:
+def write_tables(data: TableData, results_dir: Path, paper=None) -> list[Path]:
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -186,6 +191,9 @@ def write_tables(data: TableData, results_dir: Path) -> list[Path]:
         tmp.write_text(text)
         tmp.replace(path)
         paths.append(path)
+    if paper is not None:
+        paths += compare.write_comparison(data, paper, out)
+    paths.append(write_index(results_dir))
     return paths
 
 
@@ -210,6 +218,7 @@ def run(args) -> int:
         raise UsageError("--table is required (or --list); known tables: "
                          + ", ".join(table_names()))
     spec = load_table_spec(args.table)
+    paper = load_paper_table(spec.name) if args.compare_paper else None
     profile = load_profile(args.profile)
     methods = _csv(args.methods)
     unknown = sorted((methods or set()) - set(registered_methods()))
@@ -275,8 +284,10 @@ def run(args) -> int:
 
     records = collect_records(plan)
     data = build_table(plan, spec, profile, records, args.paired)
-    paths = write_tables(data, Path(args.results_dir))
+    paths = write_tables(data, Path(args.results_dir), paper)
     print(to_markdown(data, ansi=sys.stdout.isatty()))
+    if paper is not None:
+        print(compare.to_markdown(data, paper))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
 
     failures = [r for r in records if r["status"] != "ok"] + [
