@@ -44,8 +44,10 @@ class ColumnComparison:
 
     @property
     def pattern(self) -> str:
-        if self.pattern_source == "unknown" or not self.compared:
+        if self.pattern_source == "unknown":
             return "unknown (the paper prints no marks or spread here)"
+        if not self.compared:
+            return "nothing to compare (no row tested on both sides)"
         verdict = "matches" if self.agree == self.compared else "differs"
         return f"{verdict} ({self.agree}/{self.compared} rows, paper marks {self.pattern_source})"
 

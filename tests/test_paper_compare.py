@@ -164,6 +164,9 @@ def test_missing_cells_are_left_out_of_the_ranking():
     (single,) = compare.compare(synthetic({("vae", "default"): 1.0}), paper)
     assert single.n == 1 and math.isnan(single.tau)
     assert "n/a" in compare.to_markdown(synthetic({("vae", "default"): 1.0}), paper)
+    empty = TableData(synthetic({("vae", "default"): 1.0}).spec, {}, {})
+    (none,) = compare.compare(empty, paper)
+    assert none.n == 0 and none.pattern.startswith("nothing to compare")
 
 
 def test_significance_pattern_against_printed_marks():
