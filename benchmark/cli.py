@@ -17,13 +17,15 @@ from tqdm import tqdm
 
 from methods.registry import PluginImportError, display_name, registered_methods
 
-from . import datasets, timing
+from . import compare, datasets, timing
 from .aggregate import floors, records_frame, summarize
+from .index_page import write_index
 from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, launch
+from .paper_tables import load_paper_table
 from .plan import Plan, make_plan
 from .profiles import load_profile, profile_names
-from .records import CorruptRecord, read_record, set_aside
+from .records import CorruptRecord, read_record, set_aside, write_text_atomic
 from .render import TableData, to_html, to_latex, to_markdown
 from .specs import load_table_spec, table_names
 from .yamlio import ConfigError
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="paired t-test over the shared splits instead of the paper's unpaired "
                    "Welch test")
+    p.add_argument("--compare-paper", action="store_true",
+                   help="also write tableN_vs_paper.{md,tex,html}: ours and the paper's numbers "
+                   "per cell, Kendall tau per column, significance pattern vs the paper's")
     p.add_argument("--list", action="store_true", help="list tables, methods, profiles, datasets")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch log lines")
     return p
@@ -180,17 +185,18 @@ def build_table(plan: Plan, spec, profile, records: list[dict], paired: bool) ->
                      failed, caption, legend)
 
 
-def write_tables(data: TableData, results_dir: Path) -> list[Path]:
+def write_tables(data: TableData, results_dir: Path, paper=None) -> list[Path]:
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, text in (("md", to_markdown(data)), ("tex", to_latex(data)),
                          ("html", to_html(data))):
         path = out / f"{data.spec.name}.{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
         paths.append(path)
+    if paper is not None:
+        paths += compare.write_comparison(data, paper, out)
+    paths.append(write_index(results_dir))
     return paths
 
 
@@ -215,6 +221,7 @@ def run(args) -> int:
         raise UsageError("--table is required (or --list); known tables: "
                          + ", ".join(table_names()))
     spec = load_table_spec(args.table)
+    paper = load_paper_table(spec.name) if args.compare_paper else None
     profile = load_profile(args.profile)
     methods = _csv(args.methods)
     unknown = sorted((methods or set()) - set(registered_methods()))
@@ -236,6 +243,9 @@ def run(args) -> int:
                              f"{profile.name!r}")
         profile = dataclasses.replace(profile, splits=args.splits)
     if timing.is_timing_table(spec):  # nothing to train: timed in this process
+        if args.compare_paper:
+            raise UsageError(f"--compare-paper compares log-likelihood tables; {spec.name} is a "
+                             "timing table (the paper's times are in benchmark/paper/table3.yaml)")
         return timing.run_timing_table(spec, profile, args, device, methods, requested, dims)
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
@@ -289,8 +299,10 @@ def run(args) -> int:
 
     records = collect_records(plan)
     data = build_table(plan, spec, profile, records, args.paired)
-    paths = write_tables(data, Path(args.results_dir))
+    paths = write_tables(data, Path(args.results_dir), paper)
     print(to_markdown(data, ansi=sys.stdout.isatty()))
+    if paper is not None:
+        print(compare.to_markdown(data, paper))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
 
     failures = [r for r in records if r["status"] != "ok"] + [

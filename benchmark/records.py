@@ -59,3 +59,12 @@ def set_aside(path: Path, reason: str) -> Path:
         n += 1
     os.replace(path, target)
     return target
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Text files (tables, pages) the same way: a reader sees the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

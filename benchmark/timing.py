@@ -26,7 +26,8 @@ from methods import NetConfig, get_method
 from methods.likelihoods import make_likelihood
 
 from . import datasets
-from .records import write_json_atomic
+from .index_page import write_index
+from .records import write_json_atomic, write_text_atomic
 from .render import DATASET_LABELS
 from .specs import load_dataset_settings
 from .speed import device_name
@@ -152,12 +153,6 @@ def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
     return {"md": md, "tex": tex, "html": page}
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def run_timing_table(spec, profile, args, device: str, methods, requested, dims) -> int:
     """What `reproduce.py --table N` does for a timing table; returns the exit code."""
     rows = [r for r in spec.rows if r.has_plugin and (methods is None or r.method in methods)]
@@ -201,7 +196,8 @@ def run_timing_table(spec, profile, args, device: str, methods, requested, dims)
     paths = []
     for suffix, text in texts.items():
         paths.append(out / "tables" / f"{spec.name}.{suffix}")
-        _write_text_atomic(paths[-1], text)
+        write_text_atomic(paths[-1], text)
+    paths.append(write_index(out))
     print(texts["md"])
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
