@@ -183,6 +183,17 @@ def _posterior_panel(ax, panel: dict, title: str):
     ax.tick_params(labelsize=6)
 
 
+def _save(fig, legend_ax, legend_size: int, path: Path, title: str) -> Path:
+    legend_ax.legend(fontsize=legend_size, loc="lower left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt  # pyplot only after plot_figures chose the Agg backend
+
+    plt.close(fig)
+    return path
+
+
 def plot_figures(panels: list[dict], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -198,24 +209,16 @@ def plot_figures(panels: list[dict], out_dir: Path) -> list[Path]:
         axes[1, i].imshow(pair.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
         axes[1, i].set_axis_off()
         axes[1, i].set_title("input | reconstruction", fontsize=7)
-    axes[0, 0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("True posterior p(z|x) (log-density contours, 20 nats), base encoder (red) and "
-                 "marginalised q(z|x) (blue); uncertainty increases left to right", fontsize=9)
-    fig.tight_layout()
-    fig1 = out_dir / "figure1.png"
-    fig.savefig(fig1, dpi=110)
-    plt.close(fig)
+    fig1 = _save(fig, axes[0, 0], 6, out_dir / "figure1.png",
+                 "True posterior p(z|x) (log-density contours, 20 nats), base encoder (red) and "
+                 "marginalised q(z|x) (blue); uncertainty increases left to right")
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     for ax, p, name in zip(axes, (panels[0], panels[-1]), ("lowest", "highest"), strict=True):
         _posterior_panel(ax, p, f"{name} uncertainty of the six ({p['uncertainty']:.3g})")
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("True p(z|x) (contours) and two approximations: base encoder (red), "
-                 "marginalised q(z|x) (blue)", fontsize=9)
-    fig.tight_layout()
-    fig2 = out_dir / "figure2.png"
-    fig.savefig(fig2, dpi=110)
-    plt.close(fig)
+    fig2 = _save(fig, axes[0], 7, out_dir / "figure2.png",
+                 "True p(z|x) (contours) and two approximations: base encoder (red), "
+                 "marginalised q(z|x) (blue)")
     return [fig1, fig2]
 
 
