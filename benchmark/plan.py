@@ -46,10 +46,13 @@ def make_plan(
     dims: set[int] | None = None,
 ) -> Plan:
     plan = Plan()
+    settings_of = {}
     for ds in spec.datasets:
         if dataset_filter is not None and ds not in dataset_filter:
             plan.unavailable[ds] = "not selected"
-        elif (load_dataset_settings(ds).data or ds) not in datasets.LOADERS:
+            continue
+        settings_of[ds] = load_dataset_settings(ds)
+        if (settings_of[ds].data or ds) not in datasets.LOADERS:
             plan.unavailable[ds] = "no loader yet"
     rows = []
     for row in spec.rows:
@@ -60,7 +63,7 @@ def make_plan(
     for ds in spec.datasets:
         if ds in plan.unavailable:
             continue
-        settings = load_dataset_settings(ds)
+        settings = settings_of[ds]
         for dim in spec.dims:
             if dims is not None and dim not in dims:
                 continue

@@ -9,7 +9,7 @@ from pathlib import Path
 from methods.networks import NETWORKS
 from methods.registry import display_name, registered_methods, variant_name
 
-from .yamlio import ConfigError, read_yaml_mapping
+from .yamlio import ConfigError, build_dataclass, read_yaml_mapping
 
 SPEC_DIR = Path(__file__).with_name("specs")
 
@@ -133,13 +133,9 @@ def load_dataset_settings(dataset: str) -> DatasetSettings:
     if dataset not in data:
         raise ConfigError(f"{path}: no network settings for dataset {dataset!r}")
     entry = data[dataset]
-    if not isinstance(entry, dict) or "hidden" not in entry:
-        raise ConfigError(f"{path}: {dataset}: expected a mapping with at least 'hidden'")
-    unknown = sorted(set(entry) - set(DATASET_SETTINGS_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"{path}: {dataset}: unknown key {unknown[0]!r}; known keys: "
-                          + ", ".join(DATASET_SETTINGS_DEFAULTS))
-    settings = DatasetSettings(**entry)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: {dataset}: expected a mapping of keys to values")
+    settings = build_dataclass(DatasetSettings, entry, f"{path}: {dataset}")
     if settings.network not in NETWORKS:
         raise ConfigError(f"{path}: {dataset}: network must be one of {', '.join(NETWORKS)}, "
                           f"got {settings.network!r}")

@@ -42,7 +42,7 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, origin or annotation)
 
 
-def build_dataclass(cls, data: dict, source: Path, **extra):
+def build_dataclass(cls, data: dict, source: Path | str, **extra):
     """cls(**data) after checking unknown keys, missing keys and value types against cls's fields."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
     hints = typing.get_type_hints(cls)
