@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from scipy import stats
 
-from methods import NetConfig, get_method
+from methods import get_method
 from methods.likelihoods import make_likelihood
 
 from . import datasets
@@ -80,7 +80,7 @@ def _key() -> RunKey:
 
 def build_model(data: datasets.ImageData, num_train: int):
     settings = load_dataset_settings(DATASET)
-    net = NetConfig(data.image_shape, settings.num_conv, settings.hidden)
+    net = settings.net_config(data.image_shape)
     likelihood = make_likelihood(data.likelihood, settings.sigma_x)
     return get_method(METHOD).build({}, net=net, latent_dim=LATENT_DIM, likelihood=likelihood,
                                     num_train=num_train)

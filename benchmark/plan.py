@@ -52,7 +52,7 @@ def make_plan(
             plan.unavailable[ds] = "not selected"
             continue
         settings_of[ds] = load_dataset_settings(ds)
-        if (settings_of[ds].data or ds) not in datasets.LOADERS:
+        if settings_of[ds].loader(ds) not in datasets.LOADERS:
             plan.unavailable[ds] = "no loader yet"
     rows = []
     for row in spec.rows:

@@ -25,7 +25,7 @@ from pathlib import Path
 import submitit
 import torch
 
-from methods import NetConfig, get_method
+from methods import get_method
 from methods.likelihoods import make_likelihood
 
 from . import datasets
@@ -61,7 +61,7 @@ class RunTask:
     @property
     def data_name(self) -> str:
         """The loader in benchmark.datasets: the column's dataset unless its settings name one."""
-        return self.settings.data or self.key.dataset
+        return self.settings.loader(self.key.dataset)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -138,8 +138,7 @@ def train_and_evaluate(task: RunTask) -> dict:
     def to_input(images: torch.Tensor) -> torch.Tensor:
         return data.to_float(images).to(device)
 
-    net = NetConfig(data.image_shape, task.settings.num_conv, task.settings.hidden,
-                    task.settings.network)
+    net = task.settings.net_config(data.image_shape)
     likelihood = make_likelihood(data.likelihood, task.settings.sigma_x)
     torch.manual_seed(key.init_seed)
     model = get_method(key.method).build(

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from methods.networks import NETWORKS
+from methods.networks import NETWORKS, NetConfig
 from methods.registry import display_name, registered_methods, variant_name
 
 from .yamlio import ConfigError, build_dataclass, read_yaml_mapping
@@ -53,6 +53,13 @@ class DatasetSettings:
     sigma_x: float | None = None
     data: str | None = None
     network: str = "cnn"
+
+    def loader(self, column: str) -> str:
+        """The benchmark.datasets loader of the table column `column` that has these settings."""
+        return self.data or column
+
+    def net_config(self, image_shape: tuple[int, ...]) -> NetConfig:
+        return NetConfig(image_shape, self.num_conv, self.hidden, self.network)
 
     def as_config(self) -> dict:
         """The settings that determine a run's result, for its config hash. `data` and `network`

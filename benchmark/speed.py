@@ -39,6 +39,7 @@ from methods.likelihoods import GaussianLikelihood
 from methods.registry import display_name, registered_methods
 
 from .datasets import DatasetMissing, load_dataset
+from .specs import load_dataset_settings
 
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "../shared/data")
 TARGETS = {"dim": 50, "loop_over_gpvae": 3.0, "gpvae_over_floor": 1.5}
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     x = data.to_float(data.test[: args.batch_size]).to(device)
-    net = NetConfig(data.image_shape, 3, 256)
+    net = load_dataset_settings("mnist").net_config(data.image_shape)
     print(f"device {device.type}: {device_name(device)}; torch {torch.__version__}; "
           f"{torch.get_num_threads()} threads; batch of {len(x)} MNIST test images; "
           f"median of blocked_autorange(min_run_time={args.min_time})")
