@@ -87,6 +87,15 @@ def test_override_merge(tmp_path):
     assert executor_parameters(profile)["timeout_min"] == 120  # base untouched by the merges
 
 
+def assert_one_line_error(tmp_path, text, expected):
+    """Loading `text` fails with one line that names the file and contains `expected`."""
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        load_cluster_profile(path)
+    message = str(err.value)
+    assert expected in message and str(path) in message and "\n" not in message
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -95,11 +104,7 @@ def test_override_merge(tmp_path):
     ],
 )
 def test_bad_key(tmp_path, text, expected):
-    path = write(tmp_path, text)
-    with pytest.raises(ValueError) as err:
-        load_cluster_profile(path)
-    message = str(err.value)
-    assert expected in message and str(path) in message and "\n" not in message
+    assert_one_line_error(tmp_path, text, expected)
 
 
 @pytest.mark.parametrize(
@@ -119,11 +124,7 @@ def test_bad_key(tmp_path, text, expected):
     ],
 )
 def test_bad_type(tmp_path, text, key):
-    path = write(tmp_path, text)
-    with pytest.raises(ValueError) as err:
-        load_cluster_profile(path)
-    message = str(err.value)
-    assert key in message and str(path) in message and "\n" not in message
+    assert_one_line_error(tmp_path, text, key)
 
 
 def test_by_name_and_unknown_name():
