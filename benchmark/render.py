@@ -64,21 +64,24 @@ def _status(data: TableData, row, column) -> tuple[Cell | None, str]:
 def _cell_text(cell: Cell | None, note: str, fmt: str) -> str:
     if cell is None:
         return note if fmt != "html" else f'<span class="na">{html.escape(note)}</span>'
-    mean, std = _number(cell.mean), _number(cell.std)
+    mean = _number(cell.mean)
+    std = None if math.isnan(cell.std) else _number(cell.std)  # one split: no spread to show
     colour = "red" if cell.best else "blue" if cell.tie else None
     suffix = f" ({note})" if note else ""
     if fmt == "md":
         body = f"**{mean}**" if colour else mean
         body = f'<span style="color:{colour}">{body}</span>' if colour else body
-        return f"{body} ± {std}{suffix}"
+        return f"{body}{f' ± {std}' if std else ''}{suffix}"
     if fmt == "tex":
         body = rf"\textbf{{\textcolor{{{colour}}}{{{mean}}}}}" if colour else mean
-        return rf"{body}$^{{{std}}}${suffix}"
+        return rf"{body}$^{{{std}}}${suffix}" if std else f"{body}{suffix}"
     if fmt == "ansi":
         code = {"red": "\033[1;31m", "blue": "\033[1;34m"}.get(colour, "")
-        return f"{code}{mean}\033[0m ± {std}{suffix}" if code else f"{mean} ± {std}{suffix}"
+        spread = f" ± {std}" if std else ""
+        return f"{code}{mean}\033[0m{spread}{suffix}" if code else f"{mean}{spread}{suffix}"
     style = f' style="color:{colour};font-weight:bold"' if colour else ""
-    return f"<span{style}>{mean}</span><sup>{std}</sup>{html.escape(suffix)}"
+    spread = f"<sup>{std}</sup>" if std else ""
+    return f"<span{style}>{mean}</span>{spread}{html.escape(suffix)}"
 
 
 def _headers(data: TableData, fmt: str) -> list[str]:

@@ -94,3 +94,12 @@ def test_markdown_latex_html_colours(monkeypatch):
     assert r"\textbf{\textcolor{red}{700.2}}" in tex and r"\textcolor{blue}" in tex
     html = to_html(data)
     assert "color:red" in html and "color:blue" in html
+
+
+def test_single_split_cells_show_no_spread():
+    spec = TableSpec("table1", "T", "test_iwae", ("mnist",), (10,), (Row("vae"), Row("gpvae")))
+    frame = records_frame([rec("vae", 0, 0, 455.14, 1.0), rec("gpvae", 0, 0, 460.0, 1.0)])
+    data = TableData(spec, summarize(frame), floors(frame), failed={})
+    md = next(s for s in to_markdown(data).splitlines() if s.startswith("| VAE "))
+    assert "455.1 (n<2: no test)" in md
+    assert "nan" not in to_latex(data) and "nan" not in to_html(data)
