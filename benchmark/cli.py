@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from methods.registry import PluginImportError, display_name, registered_methods
 
-from . import compare, datasets, timing
+from . import compare, datasets, figures, timing
 from .aggregate import floors, records_frame, summarize
 from .index_page import write_index
 from .keys import RunKey
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-paper", action="store_true",
                    help="also write tableN_vs_paper.{md,tex,html}: ours and the paper's numbers "
                    "per cell, Kendall tau per column, significance pattern vs the paper's")
+    p.add_argument("--figures", action="store_true",
+                   help="draw the paper's Figures 1-2 (2-D latent GPVAE on MNIST) under "
+                   "RESULTS/figures/ with --data-root/--download/--results-dir/--device/--threads; "
+                   "`python -m benchmark.figures --help` lists the figure settings")
     p.add_argument("--list", action="store_true", help="list tables, methods, profiles, datasets")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch log lines")
     return p
@@ -217,6 +221,8 @@ def run(args) -> int:
     if args.list:
         print(list_everything())
         return 0
+    if args.figures:
+        return _figures(args)
     if not args.table:
         raise UsageError("--table is required (or --list); known tables: "
                          + ", ".join(table_names()))
@@ -317,6 +323,16 @@ def run(args) -> int:
             print(f"pending: {unfinished} runs have no current record yet (queued, running or not "
                   "submitted)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _figures(args) -> int:
+    if args.table:
+        raise UsageError("--figures draws the figures only; run --table separately")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    argv = ["--data-root", args.data_root, "--results-dir", args.results_dir,
+            "--device", _resolve_device(args.device)] + (["--download"] if args.download else [])
+    return figures.main(argv)
 
 
 def _slurm_dry_run(pending, folder: Path, cluster) -> str:

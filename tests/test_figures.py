@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from benchmark import figures
+from benchmark import cli, figures
 from benchmark.grid_posterior import (
     grid_log_joint,
     grid_moments,
@@ -173,3 +173,16 @@ def test_index_page_holds_every_table_and_figure_and_nothing_remote(tmp_path):
     assert "http://" not in page and "https://" not in page and "src='figure" not in page
     write_index(tmp_path)  # rebuilding never includes the index in itself
     assert path.read_text().count("gpvae-bench results</h1>") == 1
+
+
+def test_reproduce_figures_is_the_figure_command(tmp_path, monkeypatch, capsys):
+    assert cli.main(["--figures", "--data-root", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MNIST not found") and err.count("\n") == 1
+    seen = []
+    monkeypatch.setattr(figures, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["--figures", "--data-root", "D", "--results-dir", "R", "--download",
+                     "--device", "cpu"]) == 0
+    assert seen == [["--data-root", "D", "--results-dir", "R", "--device", "cpu", "--download"]]
+    assert cli.main(["--figures", "--table", "1"]) == 2
+    assert "run --table separately" in capsys.readouterr().err
