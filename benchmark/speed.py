@@ -40,6 +40,7 @@ from methods.registry import display_name, registered_methods
 
 from .datasets import DatasetMissing, load_dataset
 from .specs import load_dataset_settings
+from .train import make_optimizer
 
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "../shared/data")
 TARGETS = {"dim": 50, "loop_over_gpvae": 3.0, "gpvae_over_floor": 1.5}
@@ -137,7 +138,7 @@ def training_rows(x, net, dim, device, min_run_time, all_variants: bool):
         for params in (info.variants if all_variants else info.variants[:1]):
             model = build(name, dict(params), net, dim, device).train()
             model.on_epoch_start(0, 1)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            opt = make_optimizer(model, lr=1e-3)
 
             def step(model=model, opt=opt):
                 opt.zero_grad(set_to_none=True)

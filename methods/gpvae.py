@@ -78,13 +78,14 @@ class PackedQuadraticForms:
         return out
 
 
-def gaussian_kl_to_standard(mean: torch.Tensor, chol_raw: torch.Tensor) -> torch.Tensor:
+def gaussian_kl_to_standard(mean: torch.Tensor, chol_raw: torch.Tensor,
+                            chol: torch.Tensor | None = None) -> torch.Tensor:
     """sum_j KL(N(mean_j, L_j L_j^T) || N(0, I)) in closed form, where L = LowerCholesky(chol_raw).
 
     KL = 1/2 (tr(L L^T) + |mean|^2 - p - log det(L L^T)); LowerCholeskyTransform puts exp(raw) on
-    the diagonal, so log det(L L^T) = 2 sum(diag(raw)).
+    the diagonal, so log det(L L^T) = 2 sum(diag(raw)). Pass `chol` when it is already formed.
     """
-    chol = LowerCholeskyTransform()(chol_raw)
+    chol = LowerCholeskyTransform()(chol_raw) if chol is None else chol
     p = mean.shape[-1]
     trace = chol.square().sum((-2, -1))
     logdet = 2 * chol_raw.diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -143,14 +144,18 @@ class GPVAE(EncoderModel):
         self._inference_cache = None
         return super().train(mode)
 
-    def moments(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-input quantities of eqs. 12 and 15, each (B, d)."""
+    def cholesky_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sigma_chol(), self.gamma_chol()
+
+    def moments(self, x: torch.Tensor, chols: tuple | None = None) -> dict[str, torch.Tensor]:
+        """Per-input quantities of eqs. 12 and 15, each (B, d). `chols`: cholesky_factors()."""
         b, c = self.base(x)
         pm, ps = self.psi_m(x), self.psi_s(x)
         scale_mean = c + ps @ self.eta.T
         if torch.is_grad_enabled():
-            var_f = quadratic_forms(self.sigma_chol(), pm)
-            var_h = quadratic_forms(self.gamma_chol(), ps)
+            sigma_chol, gamma_chol = chols or self.cholesky_factors()
+            var_f = quadratic_forms(sigma_chol, pm)
+            var_h = quadratic_forms(gamma_chol, ps)
         else:
             sigma_forms, gamma_forms = self._packed_covariances()
             var_f, var_h = sigma_forms(pm), gamma_forms(ps)
@@ -166,11 +171,11 @@ class GPVAE(EncoderModel):
         mom = self.moments(x)
         return diagonal_gaussian(mom["mean"], mom["var"].sqrt())
 
-    def weight_kl(self) -> torch.Tensor:
-        """KL(q(W, U) || N(0, I)), closed form."""
-        return gaussian_kl_to_standard(self.mu, self.sigma_raw) + gaussian_kl_to_standard(
-            self.eta, self.gamma_raw
-        )
+    def weight_kl(self, chols: tuple | None = None) -> torch.Tensor:
+        """KL(q(W, U) || N(0, I)), closed form. `chols`: cholesky_factors()."""
+        sigma_chol, gamma_chol = chols or self.cholesky_factors()
+        return (gaussian_kl_to_standard(self.mu, self.sigma_raw, sigma_chol)
+                + gaussian_kl_to_standard(self.eta, self.gamma_raw, gamma_chol))
 
     def averaged_kl(self, mom: dict[str, torch.Tensor]) -> torch.Tensor:
         """E_q(W,U)[KL(q(z|x,W,U) || p(z))], eq. 15, per example."""
@@ -182,12 +187,13 @@ class GPVAE(EncoderModel):
 
     def elbo(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 14: -E[KL(q(z|x,W,U)||p(z))] + E_q(z|x)[log p(x|z)] - KL(q(W,U)||N(0,I)) / N."""
-        mom = self.moments(x)
+        chols = self.cholesky_factors() if torch.is_grad_enabled() else None  # formed once a step
+        mom = self.moments(x, chols)
         z = mom["mean"] + mom["var"].sqrt() * torch.randn_like(mom["mean"])
         return (
             self.log_likelihood(x, z)
             - self.averaged_kl(mom)
-            - self.weight_kl() / self.num_train
+            - self.weight_kl(chols) / self.num_train
         )
 
     def uncertainty(self, x: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,16 @@ def test_weight_kl_closed_form_matches_torch_distributions():
     torch.testing.assert_close(model.weight_kl(), expected, rtol=1e-4, atol=1e-3)
 
 
+def test_factors_formed_once_per_step_give_the_same_terms():
+    """elbo() forms the Cholesky factors once and hands them to moments() and weight_kl()."""
+    model, x = make_gpvae(), torch.rand(4, 1, 28, 28)
+    chols = model.cholesky_factors()
+    assert torch.equal(model.weight_kl(chols), model.weight_kl())
+    shared, own = model.moments(x, chols), model.moments(x)
+    for key in own:
+        assert torch.equal(shared[key], own[key]), key
+
+
 def test_quadratic_forms_equal_explicit_covariance():
     torch.manual_seed(0)
     chol = torch.randn(4, 6, 6).tril()
