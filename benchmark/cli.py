@@ -21,7 +21,7 @@ from . import compare, datasets, figures, timing
 from .aggregate import floors, records_frame, summarize
 from .index_page import write_index
 from .keys import RunKey
-from .launch import LAUNCHERS, LauncherError, launch
+from .launch import LAUNCHERS, LauncherError, follow_up, launch
 from .paper_tables import load_paper_table
 from .plan import Plan, make_plan
 from .profiles import load_profile, profile_names
@@ -259,20 +259,29 @@ def run(args) -> int:
     if threads is None and args.launcher == "local":
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
-    plan = make_plan(spec, profile, data_root=args.data_root, results_dir=args.results_dir,
-                     device=device, threads=threads, download=args.download, methods=methods,
-                     dataset_filter=requested, dims=dims)
+    def planned() -> Plan:
+        return make_plan(spec, profile, data_root=args.data_root, results_dir=args.results_dir,
+                         device=device, threads=threads, download=args.download, methods=methods,
+                         dataset_filter=requested, dims=dims)
+
+    # the submitit folder (job pickles, per-task logs) lives with the results: on a cluster, a
+    # filesystem that the nodes share
+    folder = Path(args.results_dir).absolute() / "submitit" / profile.name / spec.name
+    plan = planned()
+    without_record = [t for t in plan.tasks if plan.states[t.key] == "missing"]
+    in_flight, ended = follow_up(folder, without_record, record=not args.dry_run)
+    if ended:
+        plan = planned()  # runs whose job ended without a record are now recorded as failed
     for row in plan.rows_without_plugin:
         log.warning("row %s: no plugin registered for method %r yet", row.label, row.method)
     for ds, why in plan.unavailable.items():
         if why != "not selected":
             log.warning("dataset %s: %s", ds, why)
     pending = [] if args.collect else plan.pending(args.retry_failed, args.force)
-    print(f"{spec.name}, profile {profile.name}: {plan.summary()}; {len(pending)} to run",
+    pending = [t for t in pending if t.key not in in_flight]  # never two jobs for one run
+    queued = f"; {len(in_flight)} queued or running in Slurm" if in_flight else ""
+    print(f"{spec.name}, profile {profile.name}: {plan.summary()}{queued}; {len(pending)} to run",
           file=sys.stderr)
-    # the submitit folder (job pickles, per-task logs) lives with the results: on a cluster, a
-    # filesystem that the nodes share
-    folder = Path(args.results_dir).absolute() / "submitit" / profile.name / spec.name
     cluster = None
     if args.launcher == "slurm" and pending:
         from .cluster import load_cluster_profile
@@ -283,6 +292,8 @@ def run(args) -> int:
     if args.dry_run:
         for task in pending:
             print(f"  would run {task.key} ({plan.states[task.key]})")
+        for key, (job_id, state) in in_flight.items():
+            print(f"  in Slurm: {key} (job {job_id}, {state}): not submitted again")
         if cluster is not None:
             print(_slurm_dry_run(pending, folder, cluster))
         return 0
@@ -320,8 +331,8 @@ def run(args) -> int:
     if args.collect:
         unfinished = len(plan.tasks) - len(records)
         if unfinished:
-            print(f"pending: {unfinished} runs have no current record yet (queued, running or not "
-                  "submitted)", file=sys.stderr)
+            queued = f" ({len(in_flight)} queued or running in Slurm)" if in_flight else ""
+            print(f"pending: {unfinished} runs have no current record yet{queued}", file=sys.stderr)
     return 1 if failures else 0
 
 

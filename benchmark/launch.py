@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .records import CorruptRecord, read_record, write_json_atomic
 from .run import RunTask, SlurmRun, log_tail, run_one
+from .submissions import can_query_queue, note_submitted, slurm_queue_state, submitted_job
 
 log = logging.getLogger("gpvae_bench")
 LAUNCHERS = ("debug", "local", "slurm")
@@ -41,20 +42,50 @@ def _outcome(job, task: RunTask) -> dict:
     try:
         return job.result()
     except Exception as err:
-        stdout, stderr = str(job.paths.stdout), str(job.paths.stderr)
-        try:
-            on_disk = read_record(task.record_path)
-        except (OSError, CorruptRecord):
-            on_disk = None
-        if (on_disk and on_disk["config_hash"] == task.config_hash()
-                and on_disk.get("log_file") == stdout):
-            return on_disk  # this job recorded how it ended before it stopped (e.g. requeue cap)
-        record = {"key": task.config()["key"], "config_hash": task.config_hash(), "status": "failed",
-                  "error": f"{type(err).__name__}: {err}"[-4000:], "log_file": stdout,
-                  "stderr_file": stderr, "log_tail": log_tail(stderr),
-                  "slurm": {"job_id": job.job_id} if isinstance(job, submitit.SlurmJob) else None}
-        write_json_atomic(task.record_path, record)
-        return record
+        return _record_dead_job(job, task, f"{type(err).__name__}: {err}")
+
+
+def _record_dead_job(job, task: RunTask, error: str) -> dict:
+    stdout, stderr = str(job.paths.stdout), str(job.paths.stderr)
+    try:
+        on_disk = read_record(task.record_path)
+    except (OSError, CorruptRecord):
+        on_disk = None
+    if (on_disk and on_disk["config_hash"] == task.config_hash()
+            and on_disk.get("log_file") == stdout):
+        return on_disk  # this job recorded how it ended before it stopped (e.g. requeue cap)
+    record = {"key": task.config()["key"], "config_hash": task.config_hash(), "status": "failed",
+              "error": error[-4000:], "log_file": stdout, "stderr_file": stderr,
+              "log_tail": log_tail(stderr),
+              "slurm": {"job_id": job.job_id} if isinstance(job, submitit.SlurmJob) else None}
+    write_json_atomic(task.record_path, record)
+    return record
+
+
+def follow_up(folder: Path, tasks: list[RunTask], record: bool = True) -> tuple[dict, list]:
+    """Runs without a record that went to Slurm earlier (--no-wait): ({key: (job id, state)} of
+    those still queued or running, [records of those whose job has left the queue]). With `record`,
+    a job that ended without recording its run has a failure record written for it. Nothing is
+    looked up where squeue is not available."""
+    submitted = [(t, job_id) for t in tasks if (job_id := submitted_job(folder, t))]
+    if not submitted or not can_query_queue():
+        return {}, []
+    in_flight, ended = {}, []
+    for task, job_id in submitted:
+        state = slurm_queue_state(job_id)
+        if state is not None:
+            in_flight[task.key] = (job_id, state)
+            continue
+        if not record:
+            continue
+        job = submitit.SlurmJob(folder=folder, job_id=job_id)
+        if job.paths.result_pickle.exists():
+            ended.append(_outcome(job, task))
+        else:
+            sacct = job.watcher.get_state(job_id, mode="force")
+            ended.append(_record_dead_job(job, task, f"Slurm job {job_id} left the queue ({sacct}) "
+                                          "without recording the run"))
+    return in_flight, ended
 
 
 def _reap(running: list, records: list[dict], bar: tqdm) -> bool:
@@ -136,6 +167,8 @@ def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tu
     for array in slurm_arrays(tasks, folder, cluster_profile):
         executor = make_executor(cluster_profile, folder, array.method, name=array.name)
         jobs = executor.map_array(SlurmRun(max_requeues(cluster_profile, array.method)), array.tasks)
+        for job, task in zip(jobs, array.tasks, strict=True):
+            note_submitted(folder, job.job_id, task)
         array_id = jobs[0].job_id.split("_")[0]
         print(f"submitted job array {array_id} ({array.name}): {len(jobs)} runs; logs in {folder}",
               flush=True)

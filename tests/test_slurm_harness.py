@@ -246,3 +246,31 @@ def test_failing_run_is_isolated_collected_and_retried_alone(capsys, mnist_root,
     assert after[bad_path]["status"] == "ok" and after[bad_path]["slurm"]["job_id"] == retry_id
     assert {p: r for p, r in after.items() if p != bad_path} == \
         {p: r for p, r in before.items() if p != bad_path}  # the others were not rerun
+
+
+def test_no_wait_jobs_are_followed_up_not_resubmitted(capsys, mnist_root, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    run = args_for(mnist_root, results, "slurm", "--methods", "vae",
+                   profile=small_profile(tmp_path / "small.yaml"))
+    monkeypatch.setenv("SBATCH_HOLD", "1")  # sbatch --hold: the job stays in the queue, PENDING
+    rc, out, err = cli(capsys, *run, "--no-wait")
+    [(array_id, _, n)] = submitted_arrays(out)
+    assert rc == 0 and n == 1
+    monkeypatch.delenv("SBATCH_HOLD")
+
+    rc, out, err = cli(capsys, *run, "--no-wait")  # e.g. the user reruns the command
+    assert rc == 0 and "1 missing; 1 queued or running in Slurm; 0 to run" in err, err
+    assert not submitted_arrays(out)
+    rc, _, err = cli(capsys, *run, "--collect")
+    assert "pending: 1 runs have no current record yet (1 queued or running in Slurm)" in err
+
+    assert sh("scancel", array_id).returncode == 0  # as Slurm would end a job killed for memory
+    sacct_states(array_id, expected=1)
+    rc, _, err = cli(capsys, *run, "--collect")
+    [failed] = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert rc == 1 and re.search(rf"Slurm job {array_id}(_0)? left the queue \(CANCELLED", failed), err
+    rc, out, err = cli(capsys, *run, "--retry-failed")
+    assert rc == 0 and "1 failed; 1 to run" in err, err
+    [(retry_id, _, _)] = submitted_arrays(out)
+    sacct_states(retry_id, expected=1)
+    assert [r["status"] for r in records(results).values()] == ["ok"]

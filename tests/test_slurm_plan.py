@@ -16,6 +16,7 @@ from benchmark.profiles import load_profile
 from benchmark.records import write_json_atomic
 from benchmark.run import SlurmRun
 from benchmark.specs import load_table_spec
+from benchmark.submissions import note_submitted
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -172,3 +173,53 @@ def test_record_the_job_wrote_before_dying_is_kept(slurm_env, mnist_root, tmp_pa
     assert SlurmRun(max_requeues=2).checkpoint(task) is None
     written = json.loads(task.record_path.read_text())
     assert _outcome(job, task) == written and "Requeued 2 times" in written["error"]
+
+
+def test_no_wait_runs_are_followed_up_through_squeue(capsys, mnist_root, tmp_path, monkeypatch):
+    """Runs submitted earlier (--no-wait) and still in Slurm's queue are not submitted again; once
+    their job has left the queue without a record, they are recorded as failed, with the job's log.
+    squeue here is a stand-in script that prints the state in `state_file` for any job."""
+    bin_dir, state_file = tmp_path / "bin", tmp_path / "squeue-state"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f'#!/bin/sh\n[ -f "{state_file}" ] && while read -r s; do '
+                                    f'echo "$s"; done < "{state_file}"\nexit 0\n')
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))  # and no sacct: its state reads UNKNOWN
+    results = tmp_path / "results"
+    tasks = smoke_tasks(mnist_root, results)
+    folder = results.absolute() / "submitit" / "smoke" / "table1"
+    for job_id, task in (("77_0", tasks[0]), ("77_1", tasks[1])):
+        note_submitted(folder, job_id, task)
+
+    state_file.write_text("PENDING\n")
+    rc, out, err = dry_run(capsys, mnist_root, results)
+    assert rc == 0 and "4 runs: 4 missing; 2 queued or running in Slurm; 2 to run" in err
+    assert f"in Slurm: {tasks[0].key} (job 77_0, PENDING): not submitted again" in out
+    assert f"would run {tasks[0].key}" not in out and f"would run {tasks[2].key}" in out
+    rc, _, err = dry_run(capsys, mnist_root, results, "--force")
+    assert "; 2 to run" in err  # not even --force starts a second job for a run
+
+    def collect() -> tuple[int, str]:
+        rc = main(["--table", "1", "--profile", "smoke", "--data-root", str(mnist_root),
+                   "--results-dir", str(results), "--datasets", "mnist", "--dims", "10",
+                   "--methods", "vae,gpvae", "-q", "--collect"])
+        return rc, capsys.readouterr().err
+
+    rc, err = collect()
+    assert rc == 0 and "pending: 4 runs have no current record yet (2 queued or running in Slurm)" in err
+
+    state_file.write_text("")  # the jobs have left the queue (cancelled, killed, out of memory)
+    rc, out, err = dry_run(capsys, mnist_root, results)
+    assert "4 missing; 4 to run" in err and not tasks[0].record_path.exists()  # a dry run writes nothing
+    rc, err = collect()
+    assert rc == 1
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 2 and "pending: 2 runs have no current record yet\n" in err
+    for job_id, task in (("77_0", tasks[0]), ("77_1", tasks[1])):
+        record = json.loads(task.record_path.read_text())
+        assert record["status"] == "failed" and record["slurm"] == {"job_id": job_id}
+        assert record["error"] == f"Slurm job {job_id} left the queue (UNKNOWN) without recording the run"
+        assert record["log_file"] == str(folder / f"{job_id}_0_log.out")
+        assert any(str(task.key) in line and record["log_file"] in line for line in failed)
+    rc, _, err = dry_run(capsys, mnist_root, results, "--retry-failed")
+    assert "4 runs: 2 failed, 2 missing; 4 to run" in err
