@@ -1,6 +1,7 @@
 """reproduce.py --launcher slurm against the live local cluster (slurm/local_cluster.sh up):
 the table equals the local launcher's, a requeued run resumes from its checkpoint, a failing run is
-isolated, listed by --collect and rerun alone by --retry-failed, --no-wait returns with job ids.
+isolated, listed by --collect and rerun alone by --retry-failed, --no-wait returns with job ids,
+and a --no-wait job is followed up: not resubmitted while queued, recorded as failed once cancelled.
 
 Skipped, with the reason, where there is no cluster; a failure instead when $CI is set. Job ids and
 sacct states are printed as `[slurm] ...` lines (pytest -s, or CI's log)."""
