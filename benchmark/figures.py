@@ -49,7 +49,7 @@ from .keys import RunKey
 from .records import write_json_atomic
 from .run import split_indices
 from .specs import load_dataset_settings
-from .train import train
+from .train import save_atomic, train
 
 log = logging.getLogger("gpvae_bench")
 METHOD, DATASET, LATENT_DIM = "gpvae", "mnist", 2
@@ -105,11 +105,8 @@ def train_or_load(data: datasets.ImageData, fs: FigureSettings, results_dir: Pat
                 to_input=lambda im: data.to_float(im).to(device), epochs=fs.epochs,
                 batch_size=fs.batch_size, lr=fs.lr, eval_batch_size=256, patience=None,
                 seed=key.init_seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "config": config, "fit": fit,
-                "train_seconds": time.perf_counter() - start}, tmp)
-    tmp.replace(path)
+    save_atomic(path, {"model": model.state_dict(), "config": config, "fit": fit,
+                       "train_seconds": time.perf_counter() - start})
     log.info("trained in %.0fs, cached as %s", time.perf_counter() - start, path)
     return model.eval(), path, True
 

@@ -12,20 +12,25 @@ class CorruptRecord(ValueError):
     pass
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target: a reader sees
+    the old file or the new, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def read_record(path: Path) -> dict:
@@ -60,11 +65,3 @@ def set_aside(path: Path, reason: str) -> Path:
     os.replace(path, target)
     return target
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Text files (tables, pages) the same way: a reader sees the old file or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -19,7 +19,8 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def save_atomic(path: Path, state: dict) -> None:
+    """torch.save to a temp file beside `path`, then rename over it: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -96,7 +97,7 @@ def train(
         log.info("epoch %d/%d  train ELBO %.1f  val ELBO %.1f%s  (%.1fs)", epoch + 1, epochs,
                  -total / n, val_elbo, " *" if improved else "", time.perf_counter() - start)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
+            save_atomic(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "train_state": state, "tag": checkpoint_tag,
