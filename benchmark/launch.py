@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .records import CorruptRecord, read_record, write_json_atomic
 from .run import RunTask, SlurmRun, log_tail, run_one
-from .submissions import can_query_queue, note_submitted, slurm_queue_state, submitted_job
+from .submissions import can_query_queue, note_submitted, slurm_queue_states, submitted_job
 
 log = logging.getLogger("gpvae_bench")
 LAUNCHERS = ("debug", "local", "slurm")
@@ -70,11 +70,11 @@ def follow_up(folder: Path, tasks: list[RunTask], record: bool = True) -> tuple[
     submitted = [(t, job_id) for t in tasks if (job_id := submitted_job(folder, t))]
     if not submitted or not can_query_queue():
         return {}, []
+    queued = slurm_queue_states([job_id for _, job_id in submitted])
     in_flight, ended = {}, []
     for task, job_id in submitted:
-        state = slurm_queue_state(job_id)
-        if state is not None:
-            in_flight[task.key] = (job_id, state)
+        if job_id in queued:
+            in_flight[task.key] = (job_id, queued[job_id])
             continue
         if not record:
             continue

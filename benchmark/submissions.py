@@ -1,8 +1,9 @@
 """Which Slurm job each run went out as, so that runs submitted with --no-wait can be followed up.
 
 At submission a marker per run, FOLDER/submitted/<run>.json = {job_id, config_hash}, is written
-(FOLDER is the table's submitit folder, where the job's logs are). Later, for a run that has no
-record yet, `slurm_queue_state` asks squeue whether its job is still queued or running:
+(FOLDER is the table's submitit folder, where the job's logs are). Later, for the runs that have
+no record yet, `slurm_queue_states` asks squeue, in one call, whether their jobs are still queued
+or running:
 - yes: the run is in flight and must not be submitted again (two jobs would write one record and
   one checkpoint);
 - no: the job ended without run_one recording anything (cancelled, out of memory, node failure,
@@ -26,9 +27,7 @@ IN_QUEUE = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RE
 
 
 def marker_path(folder: Path, task: RunTask) -> Path:
-    k = task.key
-    name = f"{k.dataset}-d{k.dim}-{k.method}-{k.variant}-s{k.split}-r{k.restart}.json"
-    return Path(folder) / "submitted" / name
+    return Path(folder) / "submitted" / f"{task.key}.json"  # RunKey's own name for the run
 
 
 def note_submitted(folder: Path, job_id: str, task: RunTask) -> None:
@@ -50,11 +49,22 @@ def can_query_queue() -> bool:
     return shutil.which("squeue") is not None
 
 
-def slurm_queue_state(job_id: str) -> str | None:
-    """The job's state while Slurm still has it queued or running (e.g. PENDING), else None."""
+def slurm_queue_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state} of those of `job_ids` that Slurm still has queued or running (e.g. PENDING),
+    from one squeue call; every id reads UNKNOWN, i.e. in flight, when squeue cannot tell."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    cannot_tell = dict.fromkeys(ids, "UNKNOWN")  # rather than submit a run twice
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
-                             text=True, timeout=60).stdout.split()
+        # -r: one line per array task, so ids read as submitit writes them ("17_3", or "17")
+        done = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"],
+                              capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired):
-        return "UNKNOWN"  # cannot tell: treat as in flight rather than submit it twice
-    return next((s for s in out if s in IN_QUEUE), None)
+        return cannot_tell
+    # asked for one id that Slurm has forgotten, squeue fails with "Invalid job id specified": that
+    # job has left the queue. Any other failure (controller down, bad config) means it cannot tell.
+    if done.returncode and "Invalid job id" not in done.stderr:
+        return cannot_tell
+    states = dict(line.split()[:2] for line in done.stdout.splitlines() if len(line.split()) >= 2)
+    return {i: states[i] for i in ids if states.get(i) in IN_QUEUE}

@@ -16,7 +16,7 @@ from benchmark.profiles import load_profile
 from benchmark.records import write_json_atomic
 from benchmark.run import SlurmRun
 from benchmark.specs import load_table_spec
-from benchmark.submissions import note_submitted
+from benchmark.submissions import note_submitted, slurm_queue_states
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -178,11 +178,13 @@ def test_record_the_job_wrote_before_dying_is_kept(slurm_env, mnist_root, tmp_pa
 def test_no_wait_runs_are_followed_up_through_squeue(capsys, mnist_root, tmp_path, monkeypatch):
     """Runs submitted earlier (--no-wait) and still in Slurm's queue are not submitted again; once
     their job has left the queue without a record, they are recorded as failed, with the job's log.
-    squeue here is a stand-in script that prints the state in `state_file` for any job."""
+    squeue here is a stand-in script that gives every job asked for the state in `state_file`."""
     bin_dir, state_file = tmp_path / "bin", tmp_path / "squeue-state"
     bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(f'#!/bin/sh\n[ -f "{state_file}" ] && while read -r s; do '
-                                    f'echo "$s"; done < "{state_file}"\nexit 0\n')
+    (bin_dir / "squeue").write_text(  # answers `squeue ... -j ID,ID -o "%i %T"` as Slurm does
+        f'#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -j ] && ids=$2; shift; done\n'
+        f'[ -f "{state_file}" ] && read -r s < "{state_file}"\n'
+        'if [ -n "$s" ]; then IFS=,; for i in $ids; do echo "$i $s"; done; fi\nexit 0\n')
     (bin_dir / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))  # and no sacct: its state reads UNKNOWN
     results = tmp_path / "results"
@@ -223,3 +225,14 @@ def test_no_wait_runs_are_followed_up_through_squeue(capsys, mnist_root, tmp_pat
         assert any(str(task.key) in line and record["log_file"] in line for line in failed)
     rc, _, err = dry_run(capsys, mnist_root, results, "--retry-failed")
     assert "4 runs: 2 failed, 2 missing; 4 to run" in err
+
+
+@pytest.mark.parametrize("stderr, expected", [
+    ("slurm_load_jobs error: Invalid job id specified", {}),  # one id, forgotten: it has ended
+    ("slurm_load_jobs error: Unable to contact slurm controller", {"5": "UNKNOWN", "6_1": "UNKNOWN"}),
+])
+def test_squeue_failing_reads_as_ended_only_for_an_unknown_job(tmp_path, monkeypatch, stderr, expected):
+    (tmp_path / "squeue").write_text(f'#!/bin/sh\necho "{stderr}" >&2\nexit 1\n')
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert slurm_queue_states(["6_1", "5", "5"]) == expected
