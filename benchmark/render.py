@@ -68,17 +68,17 @@ def _cell_text(cell: Cell | None, note: str, fmt: str) -> str:
     std = None if math.isnan(cell.std) else _number(cell.std)  # one split: no spread to show
     colour = "red" if cell.best else "blue" if cell.tie else None
     suffix = f" ({note})" if note else ""
+    plus_minus = f" ± {std}" if std else ""
     if fmt == "md":
         body = f"**{mean}**" if colour else mean
         body = f'<span style="color:{colour}">{body}</span>' if colour else body
-        return f"{body}{f' ± {std}' if std else ''}{suffix}"
+        return f"{body}{plus_minus}{suffix}"
     if fmt == "tex":
         body = rf"\textbf{{\textcolor{{{colour}}}{{{mean}}}}}" if colour else mean
         return rf"{body}$^{{{std}}}${suffix}" if std else f"{body}{suffix}"
     if fmt == "ansi":
         code = {"red": "\033[1;31m", "blue": "\033[1;34m"}.get(colour, "")
-        spread = f" ± {std}" if std else ""
-        return f"{code}{mean}\033[0m{spread}{suffix}" if code else f"{mean}{spread}{suffix}"
+        return f"{code}{mean}\033[0m{plus_minus}{suffix}" if code else f"{mean}{plus_minus}{suffix}"
     style = f' style="color:{colour};font-weight:bold"' if colour else ""
     spread = f"<sup>{std}</sup>" if std else ""
     return f"<span{style}>{mean}</span>{spread}{html.escape(suffix)}"
