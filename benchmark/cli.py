@@ -130,21 +130,10 @@ def _resolve_device(name: str) -> str:
 
 
 def _check_data(plan: Plan, pending, requested: set | None, data_root: str, download: bool):
-    """Load each dataset that has pending runs once; a missing one is skipped with a warning, or
-    is an error when the user asked for it by name or nothing else is left to run."""
-    data_names = {t.key.dataset: t.data_name for t in pending}  # column -> loader
-    needed = sorted(data_names)
-    errors = {}
-    for name in sorted(set(data_names.values())):
-        try:
-            datasets.load_dataset(name, data_root, download)
-        except datasets.DatasetMissing as err:
-            errors[name] = str(err)
-    missing = {ds: errors[data_names[ds]] for ds in needed if data_names[ds] in errors}
-    if missing and (requested or len(missing) == len(needed)):
-        raise datasets.DatasetMissing(next(iter(missing.values())))
-    for ds, why in missing.items():
-        log.warning("skipping %s: %s", ds, why)
+    """The pending runs whose data can be loaded; the columns left out are marked unavailable."""
+    _, missing = datasets.load_columns({t.key.dataset: t.data_name for t in pending}, data_root,
+                                       download, named=requested)
+    for ds in missing:
         plan.unavailable[ds] = "data missing"
     return [t for t in pending if t.key.dataset not in missing]
 

@@ -469,3 +469,28 @@ def load_dataset(name: str, root: str | Path, download: bool = False) -> ImageDa
     if name not in LOADERS:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
     return LOADERS[name](Path(root), download)
+
+
+def load_columns(loaders: dict[str, str], root: str | Path, download: bool = False,
+                 named: set[str] | None = None) -> tuple[dict[str, ImageData], dict[str, str]]:
+    """Load the data of a table's columns, `{column: loader name}`, each loader once.
+
+    Returns ({column: data}, {column: why missing}). A column whose files are missing is skipped
+    with a warning so that the rest of the table still runs; it is an error (DatasetMissing) when
+    the user named that column or when no column is left. The data are loaded in full, not just
+    looked for, so that a corrupt file (checksums are verified on load) is one error here rather
+    than a failure in every run that uses it.
+    """
+    loaded, errors = {}, {}
+    for loader in sorted(set(loaders.values())):
+        try:
+            loaded[loader] = load_dataset(loader, root, download)
+        except DatasetMissing as err:
+            errors[loader] = str(err)
+    missing = {col: errors[loader] for col, loader in loaders.items() if loader in errors}
+    named_missing = [col for col in missing if named and col in named]
+    if named_missing or (missing and len(missing) == len(loaders)):
+        raise DatasetMissing(missing[(named_missing or list(missing))[0]])
+    for col, why in missing.items():
+        log.warning("skipping %s: %s", col, why)
+    return {col: loaded[loader] for col, loader in loaders.items() if loader in loaded}, missing

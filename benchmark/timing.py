@@ -66,28 +66,13 @@ def time_inference(model, batches: list[torch.Tensor], repeats: int) -> float:
     return timer.timeit(repeats).mean / len(batches)
 
 
-def _load(ds: str, loader: str, data_root: str, download: bool, requested: set | None):
-    try:
-        return datasets.load_dataset(loader, data_root, download), None
-    except datasets.DatasetMissing as err:
-        if requested and ds in requested:
-            raise
-        log.warning("skipping %s: %s", ds, err)
-        return None, str(err)
-
-
 def measure(spec, profile, *, data_root, device, download, rows, datasets_, dims, requested):
     """{(dataset, dim): {row label: ms}}, {dataset: why missing}, {(dataset, dim): batches info}."""
     times, sizes = {}, {}
     settings_of = {ds: load_dataset_settings(ds) for ds in datasets_}
-    loaded = {ds: _load(ds, settings_of[ds].loader(ds), data_root, download, requested)
-              for ds in datasets_}
-    missing = {ds: why for ds, (data, why) in loaded.items() if data is None}
-    if missing and len(missing) == len(datasets_):
-        raise datasets.DatasetMissing(next(iter(missing.values())))
-    for ds, (data, _) in loaded.items():
-        if data is None:
-            continue
+    loaded, missing = datasets.load_columns({ds: settings_of[ds].loader(ds) for ds in datasets_},
+                                            data_root, download, named=requested)
+    for ds, data in loaded.items():
         settings = settings_of[ds]
         net = settings.net_config(data.image_shape)
         batches = test_batches(data, profile.test_size, spec.batch_size or profile.eval_batch_size,

@@ -120,6 +120,19 @@ def test_failed_download_is_dataset_missing(tmp_path, offline, name):
     assert not list(tmp_path.rglob("*.part"))
 
 
+def test_load_columns_skips_a_missing_column_unless_named_or_alone(tmp_path, caplog):
+    fx.write_idx_mnist_raw(tmp_path)  # MNIST present, SVHN absent
+    columns = {"mnist": "mnist", "mnist_fc": "mnist", "svhn": "svhn"}
+    loaded, missing = datasets.load_columns(columns, tmp_path)
+    assert sorted(loaded) == ["mnist", "mnist_fc"] and loaded["mnist"] is loaded["mnist_fc"]
+    assert list(missing) == ["svhn"] and "train_32x32.mat" in missing["svhn"]
+    assert "skipping svhn" in caplog.text
+    with pytest.raises(DatasetMissing, match="train_32x32.mat"):
+        datasets.load_columns(columns, tmp_path, named={"mnist", "svhn"})
+    with pytest.raises(DatasetMissing, match="train_32x32.mat"):
+        datasets.load_columns({"svhn": "svhn"}, tmp_path)
+
+
 # ------------------------------------------------------------------------- MNIST
 
 
