@@ -1,9 +1,10 @@
 """How close GPVAE's test-time inference is to its compute floor, and what a training step costs.
 
     python -m benchmark.speed [--data-root DIR] [--dims 10,20,50,100] [--device cuda] [--threads N]
-    python -m benchmark.speed --train [--dims 50]
+    python -m benchmark.speed --train [--dims 50] [--dataset binarized_mnist_fc] [--batch-size 32]
 
-Inference (one run, one batch of 128 MNIST test images, each dim(z)); every column is a median
+Inference (one run, one batch of 128 test images, MNIST unless `--dataset` names another column of
+specs/datasets.yaml, with its networks and likelihood, each dim(z)); every column is a median
 over torch.utils.benchmark's blocked_autorange (which synchronises CUDA), after warm-up calls:
 
 1. VAE:   `infer(x)`, q(z|x)'s parameters and one sample;
@@ -35,7 +36,7 @@ from torch.utils.benchmark import Timer
 
 from methods import NetConfig, get_method
 from methods.gpvae import VAR_EPS
-from methods.likelihoods import GaussianLikelihood
+from methods.likelihoods import make_likelihood
 from methods.registry import display_name, registered_methods
 
 from .datasets import DatasetMissing, load_dataset
@@ -106,18 +107,18 @@ def median_seconds(fn, device: torch.device, min_run_time: float, warmup: int = 
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def build(name: str, params: dict, net: NetConfig, dim: int, device: torch.device):
+def build(name: str, params: dict, net: NetConfig, likelihood, dim: int, device: torch.device):
     torch.manual_seed(0)
-    return get_method(name).build(params, net=net, latent_dim=dim, likelihood=GaussianLikelihood(0.1),
+    return get_method(name).build(params, net=net, latent_dim=dim, likelihood=likelihood,
                                   num_train=54000).to(device)
 
 
-def inference_rows(x, net, dims, device, min_run_time):
+def inference_rows(x, net, likelihood, dims, device, min_run_time):
     """Per dim: (dim, vae s, gpvae s, loop s, floor s)."""
     rows = []
     for dim in dims:
-        vae = build("vae", {}, net, dim, device).eval()
-        gpvae = build("gpvae", {}, net, dim, device).eval()
+        vae = build("vae", {}, net, likelihood, dim, device).eval()
+        gpvae = build("gpvae", {}, net, likelihood, dim, device).eval()
         gpvae.prepare_inference()
         floor = GPVAEFloor(gpvae)
         calls = (lambda: vae.infer(x), lambda: gpvae.infer(x),  # noqa: B023 (timed right here)
@@ -130,13 +131,13 @@ def inference_rows(x, net, dims, device, min_run_time):
     return rows
 
 
-def training_rows(x, net, dim, device, min_run_time, all_variants: bool):
+def training_rows(x, net, likelihood, dim, device, min_run_time, all_variants: bool):
     """(label, seconds per Adam step) for each method variant, VAE first."""
     rows = []
     methods = registered_methods()
     for name, info in sorted(methods.items(), key=lambda item: item[0] != "vae"):
         for params in (info.variants if all_variants else info.variants[:1]):
-            model = build(name, dict(params), net, dim, device).train()
+            model = build(name, dict(params), net, likelihood, dim, device).train()
             model.on_epoch_start(0, 1)
             opt = make_optimizer(model, lr=1e-3)
 
@@ -154,7 +155,10 @@ def training_rows(x, net, dim, device, min_run_time, all_variants: bool):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
-                   help=f"folder holding MNIST (default: $GPVAE_BENCH_DATA or {DEFAULT_DATA_ROOT})")
+                   help=f"folder holding the data (default: $GPVAE_BENCH_DATA or {DEFAULT_DATA_ROOT})")
+    p.add_argument("--dataset", default="mnist",
+                   help="a table column of specs/datasets.yaml (e.g. binarized_mnist_fc): its test "
+                        "images, networks and likelihood (default: mnist)")
     p.add_argument("--dims", default=None, help="latent sizes (default: 10,20,50,100; 50 with --train)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -171,26 +175,28 @@ def main(argv=None) -> int:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
-        data = load_dataset("mnist", args.data_root)
+        settings = load_dataset_settings(args.dataset)
+        data = load_dataset(settings.loader(args.dataset), args.data_root)
     except (ValueError, RuntimeError, DatasetMissing) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     x = data.to_float(data.test[: args.batch_size]).to(device)
-    net = load_dataset_settings("mnist").net_config(data.image_shape)
+    net = settings.net_config(data.image_shape)
+    likelihood = make_likelihood(data.likelihood, settings.sigma_x)
     print(f"device {device.type}: {device_name(device)}; torch {torch.__version__}; "
-          f"{torch.get_num_threads()} threads; batch of {len(x)} MNIST test images; "
+          f"{torch.get_num_threads()} threads; batch of {len(x)} {args.dataset} test images; "
           f"median of blocked_autorange(min_run_time={args.min_time})")
     if args.train:
         print(f"training step (Adam), dim(z) = {dims[0]}\n{'method':>10} {'ms':>10}")
-        rows = training_rows(x, net, dims[0], device, args.min_time, args.all_variants)
+        rows = training_rows(x, net, likelihood, dims[0], device, args.min_time, args.all_variants)
         vae = rows[[label for label, _ in rows].index("VAE")][1]
         print("ratio to VAE: " + ", ".join(f"{label} {t / vae:.2f}" for label, t in rows))
         return 0
     print(f"{'dim':>4} {'VAE ms':>9} {'GPVAE ms':>9} {'loop ms':>9} {'floor ms':>9} "
           f"{'loop/GPVAE':>11} {'GPVAE/floor':>12}")
-    rows = inference_rows(x, net, dims, device, args.min_time)
+    rows = inference_rows(x, net, likelihood, dims, device, args.min_time)
     for dim, _, gp, loop, floor in rows:
         if dim == TARGETS["dim"]:
             met = loop / gp >= TARGETS["loop_over_gpvae"] and gp / floor <= TARGETS["gpvae_over_floor"]

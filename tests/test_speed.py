@@ -1,11 +1,18 @@
 """benchmark.speed: its looped eq.-12 reference gives GPVAE's numbers; bad input is one error line.
 (No timings are asserted: speed is measured by the benchmark, not by tests.)"""
 
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
-from benchmark import speed
+from benchmark import datasets, speed
 from methods import NetConfig, get_method
 from methods.likelihoods import GaussianLikelihood
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fixtures_datasets as fx  # noqa: E402
 
 NET = NetConfig((1, 28, 28), num_conv=3, hidden=24)
 
@@ -49,7 +56,20 @@ def test_missing_data_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error:")
 
 
-def test_bad_dims_is_one_error_line(capsys):
-    assert speed.main(["--dims", "0"]) == 2
+@pytest.mark.parametrize("args", [["--dims", "0"], ["--dataset", "no_such_column"]])
+def test_bad_argument_is_one_error_line(capsys, args):
+    assert speed.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_train_step_of_every_method_on_the_bernoulli_fc_column(tmp_path, monkeypatch, capsys):
+    """--dataset picks the column's data, networks and likelihood (Table 4's FC: Bernoulli)."""
+    written = fx.write_amat(tmp_path)
+    monkeypatch.setattr(datasets, "BINARIZED_MNIST_MD5", {s: m for s, (_, m) in written.items()})
+    assert speed.main(["--train", "--dataset", "binarized_mnist_fc", "--data-root", str(tmp_path),
+                       "--dims", "2", "--min-time", "0.001", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 binarized_mnist_fc test images" in out
+    ratios = out.strip().splitlines()[-1]
+    assert ratios.startswith("ratio to VAE: VAE 1.00") and "VLAE(2)" in ratios and "GPVAE" in ratios
