@@ -30,10 +30,10 @@ above, differentiably.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions.transforms import LowerCholeskyTransform
 
 from .base import EncoderModel, diagonal_gaussian
 from .networks import GaussianEncoder, make_trunk
@@ -44,9 +44,28 @@ from .registry import register
 VAR_EPS = 1e-10
 
 
-def quadratic_forms(chol: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """psi_b^T (L_j L_j^T) psi_b for all b, j: ||L_j^T psi_b||^2. chol (d,p,p), psi (B,p) -> (B,d)."""
-    return torch.einsum("bp,jpq->bjq", psi, chol).square().sum(-1)
+class LowerCholesky(NamedTuple):
+    """L = strict + Diag(exp(log_diag)), torch's LowerCholeskyTransform of a raw (d, p, p) matrix,
+    kept in its two parts so that a training step never forms L or a diagonal matrix: with p = 500
+    (Table 4's FC networks) the elementwise passes over the 2 d p^2 entries (forming L, its
+    diagonal matrix, squaring it for the KL's trace, and their backward), not the matmuls, took
+    most of a step."""
+
+    strict: torch.Tensor  # (d, p, p), strictly lower triangular
+    log_diag: torch.Tensor  # (d, p)
+
+    @classmethod
+    def of(cls, raw: torch.Tensor) -> LowerCholesky:
+        return cls(raw.tril(-1), raw.diagonal(dim1=-2, dim2=-1))
+
+    def dense(self) -> torch.Tensor:
+        return self.strict + torch.diag_embed(self.log_diag.exp())
+
+
+def quadratic_forms(chol: LowerCholesky, psi: torch.Tensor) -> torch.Tensor:
+    """psi_b^T (L_j L_j^T) psi_b for all b, j: ||L_j^T psi_b||^2. psi (B, p) -> (B, d)."""
+    proj = torch.einsum("bp,jpq->bjq", psi, chol.strict) + psi[:, None, :] * chol.log_diag.exp()
+    return proj.square().sum(-1)
 
 
 class PackedQuadraticForms:
@@ -78,17 +97,16 @@ class PackedQuadraticForms:
         return out
 
 
-def gaussian_kl_to_standard(mean: torch.Tensor, chol_raw: torch.Tensor,
-                            chol: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_j KL(N(mean_j, L_j L_j^T) || N(0, I)) in closed form, where L = LowerCholesky(chol_raw).
+def gaussian_kl_to_standard(mean: torch.Tensor, chol: LowerCholesky) -> torch.Tensor:
+    """sum_j KL(N(mean_j, L_j L_j^T) || N(0, I)) in closed form.
 
-    KL = 1/2 (tr(L L^T) + |mean|^2 - p - log det(L L^T)); LowerCholeskyTransform puts exp(raw) on
-    the diagonal, so log det(L L^T) = 2 sum(diag(raw)). Pass `chol` when it is already formed.
+    KL = 1/2 (tr(L L^T) + |mean|^2 - p - log det(L L^T)), with tr(L L^T) = ||strict||_F^2 +
+    sum exp(2 log_diag) and log det(L L^T) = 2 sum(log_diag).
     """
-    chol = LowerCholeskyTransform()(chol_raw) if chol is None else chol
     p = mean.shape[-1]
-    trace = chol.square().sum((-2, -1))
-    logdet = 2 * chol_raw.diagonal(dim1=-2, dim2=-1).sum(-1)
+    trace = (torch.linalg.vector_norm(chol.strict, dim=(-2, -1)).square()
+             + (2 * chol.log_diag).exp().sum(-1))
+    logdet = 2 * chol.log_diag.sum(-1)
     return 0.5 * (trace + mean.square().sum(-1) - p - logdet).sum()
 
 
@@ -117,10 +135,10 @@ class GPVAE(EncoderModel):
         self._inference_cache: tuple | None = None  # (key, sigma forms, gamma forms)
 
     def sigma_chol(self) -> torch.Tensor:
-        return LowerCholeskyTransform()(self.sigma_raw)
+        return LowerCholesky.of(self.sigma_raw).dense()
 
     def gamma_chol(self) -> torch.Tensor:
-        return LowerCholeskyTransform()(self.gamma_raw)
+        return LowerCholesky.of(self.gamma_raw).dense()
 
     def _cache_key(self) -> tuple:
         return tuple((t.data_ptr(), t._version, t.dtype, t.device)
@@ -144,8 +162,8 @@ class GPVAE(EncoderModel):
         self._inference_cache = None
         return super().train(mode)
 
-    def cholesky_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sigma_chol(), self.gamma_chol()
+    def cholesky_factors(self) -> tuple[LowerCholesky, LowerCholesky]:
+        return LowerCholesky.of(self.sigma_raw), LowerCholesky.of(self.gamma_raw)
 
     def moments(self, x: torch.Tensor, chols: tuple | None = None) -> dict[str, torch.Tensor]:
         """Per-input quantities of eqs. 12 and 15, each (B, d). `chols`: cholesky_factors()."""
@@ -174,8 +192,8 @@ class GPVAE(EncoderModel):
     def weight_kl(self, chols: tuple | None = None) -> torch.Tensor:
         """KL(q(W, U) || N(0, I)), closed form. `chols`: cholesky_factors()."""
         sigma_chol, gamma_chol = chols or self.cholesky_factors()
-        return (gaussian_kl_to_standard(self.mu, self.sigma_raw, sigma_chol)
-                + gaussian_kl_to_standard(self.eta, self.gamma_raw, gamma_chol))
+        return (gaussian_kl_to_standard(self.mu, sigma_chol)
+                + gaussian_kl_to_standard(self.eta, gamma_chol))
 
     def averaged_kl(self, mom: dict[str, torch.Tensor]) -> torch.Tensor:
         """E_q(W,U)[KL(q(z|x,W,U) || p(z))], eq. 15, per example."""

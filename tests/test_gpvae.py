@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+from torch.distributions.transforms import LowerCholeskyTransform
 
 from methods import NetConfig, get_method
-from methods.gpvae import quadratic_forms
+from methods.gpvae import LowerCholesky, quadratic_forms
 from methods.likelihoods import GaussianLikelihood
 
 NET = NetConfig((1, 28, 28), num_conv=3, hidden=16)  # p = h = 16 keeps sampling W, U cheap
@@ -102,14 +103,31 @@ def test_factors_formed_once_per_step_give_the_same_terms():
         assert torch.equal(shared[key], own[key]), key
 
 
+def test_lower_cholesky_parts_are_torchs_lower_cholesky_transform():
+    raw = torch.randn(3, 5, 5)
+    torch.testing.assert_close(LowerCholesky.of(raw).dense(), LowerCholeskyTransform()(raw),
+                               rtol=0, atol=0)
+
+
 def test_quadratic_forms_equal_explicit_covariance():
     torch.manual_seed(0)
-    chol = torch.randn(4, 6, 6).tril()
+    chol = LowerCholesky.of(torch.randn(4, 6, 6))
     psi = torch.randn(5, 6)
-    cov = chol @ chol.transpose(-1, -2)
+    dense = chol.dense()
+    cov = dense @ dense.transpose(-1, -2)
     explicit = torch.stack([torch.stack([psi[b] @ cov[j] @ psi[b] for j in range(4)])
                             for b in range(5)])
     torch.testing.assert_close(quadratic_forms(chol, psi), explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_training_and_inference_paths_give_the_same_moments():
+    """With autograd on, moments come from the Cholesky parts; off, from packed covariances."""
+    model, x = make_gpvae().double(), torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    training = model.moments(x)
+    with torch.no_grad():
+        inference = model.moments(x)
+    for key in training:  # float64: only summation order differs
+        torch.testing.assert_close(training[key].detach(), inference[key], rtol=1e-10, atol=1e-12)
 
 
 @torch.no_grad()
