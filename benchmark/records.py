@@ -12,13 +12,22 @@ class CorruptRecord(ValueError):
     pass
 
 
+def _new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target: a reader sees
-    the old file or the new, never half of one."""
+    the old file or the new, never half of one. The file gets the usual umask-based mode, not
+    mkstemp's owner-only 0o600, so that others sharing a results folder can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
