@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from methods.registry import PluginImportError, display_name, registered_methods
+from methods.registry import PluginImportError, display_name, registered_methods, variant_name
 
 from . import compare, datasets, figures, timing
 from .aggregate import floors, records_frame, summarize
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the plan (done / pending / failed runs) and exit")
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N or auto (cuda when available) (default: auto)")
-    p.add_argument("--methods", help="comma-separated method families to run (default: all rows)")
+    p.add_argument("--methods", help="comma-separated method families (sa) or rows (sa-k4, as "
+                   "--dry-run and --list name them) to run (default: all rows)")
     p.add_argument("--datasets", help="comma-separated datasets to run (default: the table's)")
     p.add_argument("--dims", help="comma-separated latent sizes to run (default: the table's)")
     p.add_argument("--splits", type=int, default=None,
@@ -108,7 +109,8 @@ def list_everything() -> str:
                      f"{', '.join(map(str, spec.dims))}; {len(spec.rows)} rows]")
     lines.append("methods:")
     for name, info in registered_methods().items():
-        variants = ", ".join(display_name(info.label, v) for v in info.variants)
+        variants = ", ".join(f"{display_name(info.label, v)} = {name}-{variant_name(v)}"
+                             for v in info.variants)
         lines.append(f"  {name}: {variants}")
     lines.append("profiles:")
     for name in profile_names():
@@ -219,10 +221,11 @@ def run(args) -> int:
     paper = load_paper_table(spec.name) if args.compare_paper else None
     profile = load_profile(args.profile)
     methods = _csv(args.methods)
-    unknown = sorted((methods or set()) - set(registered_methods()))
+    unknown = sorted((methods or set()) - set(registered_methods()) - {r.id for r in spec.rows})
     if unknown:
         raise UsageError(f"unknown method {unknown[0]!r}; registered methods: "
-                         + ", ".join(registered_methods()))
+                         + ", ".join(registered_methods()) + f"; rows of {spec.name}: "
+                         + ", ".join(r.id for r in spec.rows))
     requested = _csv(args.datasets)
     for ds in requested or ():
         if ds not in spec.datasets:

@@ -58,7 +58,7 @@ def make_plan(
     for row in spec.rows:
         if not row.has_plugin:
             plan.rows_without_plugin.append(row)
-        elif methods is None or row.method in methods:
+        elif row.selected_by(methods):
             rows.append(row)
     for ds in spec.datasets:
         if ds in plan.unavailable:

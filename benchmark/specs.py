@@ -30,6 +30,15 @@ class Row:
         return variant_name(self.param_dict)
 
     @property
+    def id(self) -> str:
+        """'sa-k4': the name --dry-run and the record paths give the row, and --methods takes."""
+        return f"{self.method}-{self.variant}"
+
+    def selected_by(self, methods: set[str] | None) -> bool:
+        """Whether --methods (families such as 'sa', or row ids such as 'sa-k4') picks this row."""
+        return methods is None or self.method in methods or self.id in methods
+
+    @property
     def has_plugin(self) -> bool:
         return self.method in registered_methods()
 

@@ -142,7 +142,7 @@ def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
 
 def run_timing_table(spec, profile, args, device: str, methods, requested, dims) -> int:
     """What `reproduce.py --table N` does for a timing table; returns the exit code."""
-    rows = [r for r in spec.rows if r.has_plugin and (methods is None or r.method in methods)]
+    rows = [r for r in spec.rows if r.has_plugin and r.selected_by(methods)]
     datasets_ = [ds for ds in spec.datasets if requested is None or ds in requested]
     dims = sorted(dims) if dims else list(spec.dims)
     if args.dry_run:

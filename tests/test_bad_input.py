@@ -24,6 +24,7 @@ def run_main(capsys, *args):
         (["--table", "9"], "unknown table '9'; known tables: 1"),
         (["--table", "1", "--profile", "huge"], "unknown profile 'huge'"),
         (["--table", "1", "--methods", "vae,bogus"], "unknown method 'bogus'"),
+        (["--table", "4", "--methods", "vlae-t3"], "unknown method 'vlae-t3'"),
         (["--table", "1", "--datasets", "imagenet"], "dataset 'imagenet' is not in table1"),
         ([], "--table is required"),
     ],

@@ -29,6 +29,18 @@ def smoke_tasks(mnist_root, results):
     return plan.tasks
 
 
+def test_methods_takes_families_and_row_ids(tmp_path):
+    def planned_rows(methods):
+        plan = make_plan(load_table_spec("4"), load_profile("smoke"), data_root=str(tmp_path),
+                         results_dir=str(tmp_path), methods=methods,
+                         dataset_filter={"binarized_mnist"})
+        return sorted({f"{t.key.method}-{t.key.variant}" for t in plan.tasks})
+
+    assert planned_rows({"vlae"}) == ["vlae-t2", "vlae-t4"]
+    assert planned_rows({"vlae-t2", "sa"}) == ["sa-k1", "sa-k4", "vlae-t2"]
+    assert len(planned_rows(None)) == 14
+
+
 def dry_run(capsys, mnist_root, results, *extra):
     rc = main(["--table", "1", "--profile", "smoke", "--data-root", str(mnist_root), "--results-dir",
                str(results), "--launcher", "slurm", "--cluster", "local", "--datasets", "mnist",
