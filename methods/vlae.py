@@ -73,6 +73,9 @@ class VLAE(EncoderModel):
             p = torch.sigmoid(out)
             residual = x_flat - p
             jtwj = jac.transpose(1, 2) @ (jac * (p * (1 - p)).unsqueeze(-1))
+        # J^T (W J) rounds (i, j) and (j, i) differently; in float32 with large Jacobians the
+        # difference fails MultivariateNormal's symmetry check, so symmetrise exactly
+        jtwj = 0.5 * (jtwj + jtwj.mT)
         eye = torch.eye(mu.shape[-1], dtype=mu.dtype, device=mu.device)
         precision = jtwj + eye
         grad = (jac.transpose(1, 2) @ residual.unsqueeze(-1)).squeeze(-1) - mu

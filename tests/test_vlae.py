@@ -126,6 +126,23 @@ def test_closed_form_kl_and_gradients_reach_both_networks():
     assert all(p.grad is not None for n, p in model.decoder.named_parameters() if "weight" in n)
 
 
+def test_float32_precision_is_exactly_symmetric_with_large_jacobians():
+    # J^T (W J) in float32 is not exactly symmetric; with Jacobian entries of a few units over 784
+    # pixels (a CNN decoder a few epochs into training) the difference failed MultivariateNormal's
+    # symmetry check and killed the run
+    torch.manual_seed(0)
+    net = NetConfig((1, 28, 28), num_conv=1, hidden=16)
+    model = get_method("vlae").build({"t": 1}, net=net, latent_dim=50, likelihood=BernoulliLikelihood(),
+                                     num_train=100)
+    model.decoder = LinearDecoder(50, net.image_shape)
+    with torch.no_grad():
+        model.decoder.linear.weight.normal_(0, 3.0)
+    x = torch.bernoulli(torch.full((32, *net.image_shape), 0.3))
+    precision, _ = model.linearise(x, torch.randn(32, 50))
+    assert precision.dtype == torch.float32 and torch.equal(precision, precision.mT)
+    model.posterior(x).rsample()  # validates the precision matrix
+
+
 def test_rejects_other_likelihoods():
     with pytest.raises(TypeError, match="Gaussian and Bernoulli"):
         get_method("vlae").build({"t": 2}, net=NET, latent_dim=D, likelihood=nn.Identity(),
