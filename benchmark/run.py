@@ -236,6 +236,15 @@ def _write_record(task: RunTask, record: dict, start: float) -> dict:
     return record
 
 
+def error_summary(err: BaseException, limit: int = 300) -> str:
+    """'ValueError: the message's first line', at most `limit` characters, for a record's `error`
+    and the failure listing; the whole message (torch's can carry a tensor dump) is in its
+    `traceback`."""
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def run_one(task: RunTask) -> dict:
     """Run one task and write its record; a failure is recorded (status 'failed'), not raised."""
     _ensure_logging()
@@ -250,8 +259,8 @@ def run_one(task: RunTask) -> dict:
     try:
         record.update(train_and_evaluate(task), status="ok")
     except Exception as err:  # recorded, so one failing run never stops the others
-        log.error("run %s failed: %s: %s", key, type(err).__name__, err)
-        record.update(status="failed", error=f"{type(err).__name__}: {err}",
+        log.error("run %s failed: %s", key, error_summary(err))
+        record.update(status="failed", error=error_summary(err),
                       traceback=traceback.format_exc()[-4000:])
     _write_record(task, record, start)
     if record["status"] == "ok":

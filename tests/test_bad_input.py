@@ -1,5 +1,6 @@
 """Bad input gets one clear error line and a non-zero exit."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,33 @@ def test_nan_loss_is_recorded_and_exits_nonzero(capsys, tmp_path, mnist_root, mo
     failed = [line for line in err if line.startswith("failed:")]
     assert len(failed) == 2 and all("NonFiniteLoss" in line for line in failed)
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 2  # recorded, not lost
+
+
+def test_a_multi_line_error_is_one_line_in_the_record_and_the_listing(capsys, tmp_path, mnist_root,
+                                                                     monkeypatch):
+    from methods.vae import VAE
+
+    def loss(self, x):  # as torch.distributions' argument validation words it
+        raise ValueError("Expected parameter precision_matrix to satisfy the constraint "
+                         "PositiveDefinite(), but found invalid values:\ntensor([[1.0, 2.0],\n [3.0, 4.0]])")
+
+    monkeypatch.setattr(VAE, "loss", loss)
+    rc = main(["--table", "1", "--profile", "smoke", "--datasets", "mnist", "--dims", "10",
+               "--methods", "vae", "--splits", "1", "--data-root", str(mnist_root),
+               "--results-dir", str(tmp_path), "--launcher", "debug", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "tensor(" not in err
+    [failed] = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert "ValueError: Expected parameter precision_matrix" in failed and "invalid values:" in failed
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("*.json")]
+    assert "\n" not in record["error"] and "tensor([[1.0, 2.0]" in record["traceback"]
+
+
+def test_error_summary_cuts_long_messages():
+    from benchmark.run import error_summary
+
+    assert error_summary(RuntimeError("x" * 1000), limit=50) == "RuntimeError: " + "x" * 33 + "..."
+    assert error_summary(KeyError()) == "KeyError"
 
 
 def test_cli_help_and_list():
