@@ -18,7 +18,7 @@ from tqdm import tqdm
 from methods.registry import PluginImportError, display_name, registered_methods, variant_name
 
 from . import compare, datasets, figures, timing
-from .aggregate import floors, records_frame, summarize
+from .aggregate import floors, low_power_note, records_frame, summarize
 from .index_page import write_index
 from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, follow_up, launch
@@ -171,13 +171,14 @@ def build_table(plan: Plan, spec, profile, records: list[dict], paired: bool) ->
         f"{profile.test_size or 'all'} test images. Mean ± sample std over splits (nats). "
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
     )
-    legend = (
+    cells = summarize(frame, paired=paired)
+    legend = " ".join(filter(None, [
         f"Red bold: best mean in the column. Blue bold: {test} against the best gives p > 0.01. "
         "Plain: p <= 0.01. 'below floor': fewer than 100 nats above the mean-image model "
-        "(last row), a sign of a broken run."
-    )
-    return TableData(spec, summarize(frame, paired=paired), floors(frame), dict(plan.unavailable),
-                     failed, caption, legend)
+        "(last row), a sign of a broken run.",
+        low_power_note(cells, paired=paired),
+    ]))
+    return TableData(spec, cells, floors(frame), dict(plan.unavailable), failed, caption, legend)
 
 
 def write_tables(data: TableData, results_dir: Path, paper=None) -> list[Path]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmark.aggregate import best_restarts, floors, records_frame, summarize
+from benchmark.aggregate import best_restarts, floors, low_power_note, records_frame, summarize
 from benchmark.render import TableData, to_html, to_latex, to_markdown
 from benchmark.specs import Row, TableSpec
 from methods import registry
@@ -71,6 +71,21 @@ def test_single_split_has_no_test():
     recs = [rec("vae", 0, 0, 1.0, 1.0), rec("gpvae", 0, 0, 2.0, 1.0)]
     cells = summarize(records_frame(recs))[("mnist", 10)]
     assert cells[("vae", "default")].p_value is None and "no test" in cells[("vae", "default")].note
+
+
+def test_low_power_note_names_the_t_a_few_splits_need():
+    # two-sided 0.01 critical values of Student's t from a printed table: df 1: 63.657,
+    # df 2: 9.925, df 6: 3.707
+    two = [rec(m, split, 0, v, 1.0) for m, vals in {"gpvae": [2.0, 3.0], "vae": [0.0, 1.5]}.items()
+           for split, v in enumerate(vals)]
+    assert "n = 2 needs |t| > 9.9 for" in low_power_note(summarize(records_frame(two)))
+    paired = summarize(records_frame(two), paired=True)
+    assert "|t| > 63.7 for" in low_power_note(paired, paired=True)
+    four = summarize(records_frame(make_records()))  # n = 4 against n = 4: Welch df <= 6
+    assert "n = 4 needs |t| > 3.7 for" in low_power_note(four)
+    assert low_power_note(four, few_splits=4) == ""
+    single = [rec("vae", 0, 0, 1.0, 1.0), rec("gpvae", 0, 0, 2.0, 1.0)]
+    assert low_power_note(summarize(records_frame(single))) == ""  # no test at all
 
 
 def render_all():
