@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from methods.registry import PluginImportError, display_name, registered_methods, variant_name
+from methods.registry import PluginImportError, registered_methods
 
 from . import compare, datasets, figures, timing
 from .aggregate import floors, low_power_note, records_frame, summarize
@@ -27,7 +27,7 @@ from .plan import Plan, make_plan
 from .profiles import load_profile, profile_names
 from .records import CorruptRecord, read_record, set_aside, write_text_atomic
 from .render import TableData, to_html, to_latex, to_markdown
-from .specs import load_table_spec, table_names
+from .specs import Row, load_table_spec, table_names
 from .yamlio import ConfigError
 
 log = logging.getLogger("gpvae_bench")
@@ -109,8 +109,8 @@ def list_everything() -> str:
                      f"{', '.join(map(str, spec.dims))}; {len(spec.rows)} rows]")
     lines.append("methods:")
     for name, info in registered_methods().items():
-        variants = ", ".join(f"{display_name(info.label, v)} = {name}-{variant_name(v)}"
-                             for v in info.variants)
+        rows = [Row(name, tuple(sorted(v.items()))) for v in info.variants]
+        variants = ", ".join(f"{row.label} = {row.id}" for row in rows)
         lines.append(f"  {name}: {variants}")
     lines.append("profiles:")
     for name in profile_names():
