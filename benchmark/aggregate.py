@@ -97,26 +97,26 @@ def summarize(frame: pd.DataFrame, *, paired: bool = False, alpha: float = ALPHA
 
 def low_power_note(table: dict, *, paired: bool = False, alpha: float = ALPHA,
                    few_splits: int = 5) -> str:
-    """A caveat for the legend when some tested cell has fewer than `few_splits` splits, or ''.
-    It names the weakest test's bound: p <= alpha needs |t| above the critical value at the test's
-    largest possible degrees of freedom (Welch's df <= n_a + n_b - 2; paired: shared splits - 1),
-    e.g. 9.9 at n = 2 against 2.9 at the paper's 10 splits."""
-    weakest = None  # (t needed, n)
+    """A caveat for the legend when a t-test has a cell (the row's or the best's) with fewer than
+    `few_splits` splits, or ''. It names the weakest test's bound: p <= alpha needs |t| above the
+    critical value at the test's largest possible degrees of freedom (Welch's df <= n_a + n_b - 2;
+    paired: shared splits - 1), e.g. 9.9 at n = 2 against 2.9 at the paper's 10 splits."""
+    weakest = None  # (t needed, smaller n of the pair)
     for cells in table.values():
         best = next((c for c in cells.values() if c.best), None)
         for cell in cells.values():
-            if cell.p_value is None or best is None or cell.n >= few_splits:
+            if cell.p_value is None or best is None or min(cell.n, best.n) >= few_splits:
                 continue
             df = min(cell.n, best.n) - 1 if paired else cell.n + best.n - 2
             t_needed = float(stats.t.ppf(1 - alpha / 2, df))
             if weakest is None or t_needed > weakest[0]:
-                weakest = (t_needed, cell.n)
+                weakest = (t_needed, min(cell.n, best.n))
     if weakest is None:
         return ""
     t_needed, n = weakest
-    return (f"Few splits: a row with n = {n} needs |t| > {t_needed:.1f} for p <= {alpha}, so a "
-            "blue mark here says the test could not tell the rows apart at this size, not that "
-            "they tie.")
+    return (f"Few splits: a test with a cell of n = {n} needs |t| > {t_needed:.1f} for "
+            f"p <= {alpha}, so a blue mark here says the test could not tell the rows apart at "
+            "this size, not that they tie.")
 
 
 def floors(frame: pd.DataFrame) -> dict:

@@ -84,6 +84,11 @@ def test_low_power_note_names_the_t_a_few_splits_need():
     four = summarize(records_frame(make_records()))  # n = 4 against n = 4: Welch df <= 6
     assert "n = 4 needs |t| > 3.7 for" in low_power_note(four)
     assert low_power_note(four, few_splits=4) == ""
+    # the best has 2 splits, the other row 6: Welch df <= 6, and the small side is the best's
+    small_best = [rec(m, split, 0, v, 1.0)
+                  for m, vals in {"gpvae": [9.0, 10.0], "vae": [0.0, 1.0, 2.0, 0.5, 1.5, 1.0]}.items()
+                  for split, v in enumerate(vals)]
+    assert "n = 2 needs |t| > 3.7 for" in low_power_note(summarize(records_frame(small_best)))
     single = [rec("vae", 0, 0, 1.0, 1.0), rec("gpvae", 0, 0, 2.0, 1.0)]
     assert low_power_note(summarize(records_frame(single))) == ""  # no test at all
 
