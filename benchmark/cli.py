@@ -109,7 +109,7 @@ def list_everything() -> str:
                      f"{', '.join(map(str, spec.dims))}; {len(spec.rows)} rows]")
     lines.append("methods:")
     for name, info in registered_methods().items():
-        rows = [Row(name, tuple(sorted(v.items()))) for v in info.variants]
+        rows = [Row.of(name, v) for v in info.variants]
         variants = ", ".join(f"{row.label} = {row.id}" for row in rows)
         lines.append(f"  {name}: {variants}")
     lines.append("profiles:")

@@ -21,6 +21,10 @@ class Row:
     method: str
     params: tuple[tuple[str, object], ...] = ()
 
+    @classmethod
+    def of(cls, method: str, params: dict | None = None) -> Row:
+        return cls(str(method), tuple(sorted((params or {}).items())))
+
     @property
     def param_dict(self) -> dict:
         return dict(self.params)
@@ -101,7 +105,7 @@ def _parse_row(item, source: Path) -> Row:
     if isinstance(item, dict) and len(item) == 1:
         (method, params), = item.items()
         if isinstance(params, dict):
-            return Row(str(method), tuple(sorted(params.items())))
+            return Row.of(method, params)
     raise ConfigError(f"{source}: a row must be 'method' or {{method: {{param: value}}}}, got {item!r}")
 
 
