@@ -71,7 +71,8 @@ class RunTask:
         """What determines the result; its hash tells a stale record from a current one."""
         return {
             "key": dataclasses.asdict(self.key),
-            "params": dict(self.params),
+            # every setting of the method, defaults included: a changed default is a new config
+            "params": get_method(self.key.method).settings(dict(self.params)),
             # how many splits/restarts a sweep has does not change any one run's result
             "profile": {k: v for k, v in self.profile.as_dict().items()
                         if k not in ("description", "splits", "restarts")},

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from methods.networks import NETWORKS, NetConfig
-from methods.registry import display_name, registered_methods, variant_name
+from methods.registry import (
+    UnknownMethodError,
+    UnknownParameterError,
+    display_name,
+    get_method,
+    registered_methods,
+    variant_name,
+)
 
 from .yamlio import ConfigError, build_dataclass, read_yaml_mapping
 
@@ -105,8 +112,20 @@ def _parse_row(item, source: Path) -> Row:
     if isinstance(item, dict) and len(item) == 1:
         (method, params), = item.items()
         if isinstance(params, dict):
+            _check_params(str(method), params, source)
             return Row.of(method, params)
     raise ConfigError(f"{source}: a row must be 'method' or {{method: {{param: value}}}}, got {item!r}")
+
+
+def _check_params(method: str, params: dict, source: Path) -> None:
+    """A row's parameters against its plugin's signature, when the spec loads (an unknown method is
+    reported by the plan, with the registered ones)."""
+    try:
+        get_method(method).settings(params)
+    except UnknownMethodError:
+        return
+    except UnknownParameterError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def table_names() -> list[str]:

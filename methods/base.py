@@ -17,15 +17,43 @@ posterior q(z|x). The harness only ever calls:
 
 `posterior` and `infer` may run under `torch.no_grad()`; a method that needs gradients at test time
 (SA's SVI steps) enables them itself.
+
+Common random numbers. The parts every method shares are initialised from seeds of their own
+role, derived from the torch seed in force when the model is built (the harness sets it from the
+run's key: `RunKey.init_seed`): the decoder always (here), and the base encoder b(x), c(x) where a
+method has one (`self.base_encoder()`). So within one (dataset, dim, split, restart) every method
+starts from the same decoder weights and the same base-encoder weights, whatever else it builds
+and in whatever order; with the trainer's minibatch order (seeded by the same key) a paired
+difference between two methods measures the methods, not their seeds.
 """
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
 
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from .networks import NetConfig, make_decoder
+from .networks import GaussianEncoder, NetConfig, make_decoder
+
+ROLE_SEED_MASK = 0x7FFFFFFF
+
+
+def role_seed(base_seed: int, role: str) -> int:
+    """A seed for one network role from the model's base seed, the same in every process."""
+    digest = hashlib.sha256(f"{base_seed}:{role}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & ROLE_SEED_MASK
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw from torch's CPU generator seeded with `seed`, restoring its state afterwards, so what
+    is built inside neither depends on nor changes what was drawn before or after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def sample_with_log_prob(posterior, sample_shape: torch.Size | tuple = ()):
@@ -49,8 +77,19 @@ class EncoderModel(nn.Module):
         self.num_train = num_train  # size of the training set, for priors over global variables
         self.net_config = net
         self.latent_dim = latent_dim
-        self.decoder = make_decoder(net, latent_dim)
+        self.init_seed = torch.initial_seed()  # the base of the shared parts' role seeds
+        with self.role_init("decoder"):
+            self.decoder = make_decoder(net, latent_dim)
         self.likelihood = likelihood
+
+    def role_init(self, role: str):
+        """Context in which a shared part (`role`) draws its initial weights from its role seed."""
+        return seeded(role_seed(self.init_seed, role))
+
+    def base_encoder(self) -> GaussianEncoder:
+        """The base encoder x -> (b(x), c(x)), initialised identically in every method that has one."""
+        with self.role_init("base_encoder"):
+            return GaussianEncoder(self.net_config, self.latent_dim)
 
     def prior(self) -> Independent:
         zeros = torch.zeros(self.latent_dim, device=self._device())

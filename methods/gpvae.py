@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .base import EncoderModel, diagonal_gaussian
-from .networks import GaussianEncoder, make_trunk
+from .networks import make_trunk
 from .registry import register
 
 # Added inside square roots: psi comes out of a ReLU and can be exactly zero for an input, and
@@ -122,7 +122,7 @@ class GPVAE(EncoderModel):
         log_scale_samples: int = 4,
     ):
         super().__init__(net, latent_dim, likelihood, num_train)
-        self.base = GaussianEncoder(net, latent_dim)
+        self.base = self.base_encoder()
         self.psi_m = make_trunk(net)  # the encoder minus its last layer: p = h
         self.psi_s = make_trunk(net)
         p, d = net.hidden, latent_dim

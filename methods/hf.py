@@ -24,7 +24,6 @@ from torch import nn
 
 from .base import EncoderModel, diagonal_gaussian
 from .iaf import FlowPosterior
-from .networks import GaussianEncoder
 from .registry import register
 
 NORM_FLOOR = 1e-12  # ||v||^2 floor against a zero vector; never active for a generic v
@@ -68,7 +67,7 @@ class HouseholderFlow(nn.Module):
 class HF(EncoderModel):
     def __init__(self, net, latent_dim, likelihood, num_train, k: int = 1):
         super().__init__(net, latent_dim, likelihood, num_train)
-        self.encoder = GaussianEncoder(net, latent_dim)
+        self.encoder = self.base_encoder()
         self.flow = HouseholderFlow(net.hidden, latent_dim, k)
 
     def posterior(self, x: torch.Tensor) -> FlowPosterior:

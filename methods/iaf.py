@@ -37,7 +37,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import EncoderModel, diagonal_gaussian
-from .networks import GaussianEncoder
 from .registry import register
 
 
@@ -194,7 +193,7 @@ class IAF(EncoderModel):
         forget_bias: float = 2.0,
     ):
         super().__init__(net, latent_dim, likelihood, num_train)
-        self.encoder = GaussianEncoder(net, latent_dim)
+        self.encoder = self.base_encoder()
         self.flow = IAFFlow(latent_dim, net.hidden, k, made_hidden or net.hidden, made_layers,
                             forget_bias)
 

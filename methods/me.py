@@ -102,7 +102,9 @@ class ME(EncoderModel):
         if m < 1:
             raise ValueError(f"a mixture needs at least one component, got m={m}")
         self.num_components = int(m)
-        self.components = nn.ModuleList(GaussianEncoder(net, latent_dim) for _ in range(m))
+        # component 0 is the base encoder every method shares (common random numbers, methods.base)
+        self.components = nn.ModuleList(
+            [self.base_encoder()] + [GaussianEncoder(net, latent_dim) for _ in range(m - 1)])
         self.gate = Encoder(net, m)
 
     def posterior(self, x: torch.Tensor) -> GaussianMixture:

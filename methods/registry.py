@@ -9,6 +9,7 @@ environment) see them as well.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +17,16 @@ from typing import Any
 PLUGINS_ENV = "GPVAE_BENCH_PLUGINS"
 _REGISTRY: dict[str, MethodInfo] = {}
 _imported_plugins: set[str] = set()
+BUILD_ARGUMENTS = ("self", "net", "latent_dim", "likelihood", "num_train")  # what the harness passes
 
 
 class PluginImportError(ImportError):
     def __str__(self) -> str:
         return self.args[0]
+
+
+class UnknownParameterError(ValueError):
+    pass
 
 
 class UnknownMethodError(KeyError):
@@ -37,6 +43,22 @@ class MethodInfo:
 
     def build(self, params: dict[str, Any], **kwargs):
         return self.cls(**kwargs, **params)
+
+    def settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every setting the method takes, with `params` over its signature's defaults: what a
+        record stores as the run's parameters, so a changed default changes the config hash.
+        A name the constructor does not take raises UnknownParameterError."""
+        signature = inspect.signature(self.cls.__init__)
+        names = [n for n, p in signature.parameters.items()
+                 if n not in BUILD_ARGUMENTS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise UnknownParameterError(
+                f"method {self.name!r} takes no parameter {unknown[0]!r}; its parameters: "
+                + (", ".join(names) or "none"))
+        defaults = {n: signature.parameters[n].default for n in names
+                    if signature.parameters[n].default is not inspect.Parameter.empty}
+        return {**defaults, **params}
 
 
 def variant_name(params: dict[str, Any]) -> str:

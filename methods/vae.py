@@ -6,7 +6,6 @@ import torch
 from torch.distributions import kl_divergence
 
 from .base import EncoderModel, diagonal_gaussian
-from .networks import GaussianEncoder
 from .registry import register
 
 
@@ -14,7 +13,7 @@ from .registry import register
 class VAE(EncoderModel):
     def __init__(self, net, latent_dim, likelihood, num_train):
         super().__init__(net, latent_dim, likelihood, num_train)
-        self.encoder = GaussianEncoder(net, latent_dim)
+        self.encoder = self.base_encoder()
 
     def posterior(self, x: torch.Tensor):
         return diagonal_gaussian(*self.encoder(x))
