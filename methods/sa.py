@@ -1,23 +1,32 @@
 """SA: the semi-amortized VAE (Kim, Wiseman, Miller, Sontag & Rush, ICML 2018; harvardnlp/sa-vae).
 
-The VAE encoder gives the initial variational parameters lambda_0 = (mean, log std) of a diagonal
-Gaussian; k steps of stochastic variational inference (plain gradient ascent on the per-example
-ELBO) refine them,
+The VAE encoder gives the initial variational parameters lambda_0 = (mean, s) of a diagonal
+Gaussian, s its log-variance or log-std (`parameterisation`); k steps of stochastic variational
+inference (plain gradient ascent on the per-example ELBO) refine them,
 
-    lambda_{t+1} = lambda_t + step_size * grad_lambda ELBO(lambda_t; x),   t = 0 .. k-1,
+    lambda_{t+1} = lambda_t + step_size * clip(grad_lambda ELBO(lambda_t; x)),   t = 0 .. k-1,
 
-and q(z|x) = N(mean_k, diag(exp(log_std_k))^2) is the posterior, in training and at test time.
-The paper fixes step_size = 1e-3 and varies k in {1, 2, 4, 8}. Each step's ELBO is the VAE's:
-one reparameterised sample for E_q[log p(x|z)] and the closed-form KL to N(0, I); the gradient of
-its batch sum is the per-example gradient, since example b's ELBO depends only on lambda_b. No
-momentum. Each example's gradient w.r.t. the mean and, separately, w.r.t. the log std is clipped
-to norm `max_grad_norm` = 5: both reference implementations clip the two blocks at 5 (sa-vae's
-OptimN2N, svi_max_grad_norm=5, over the batch tensor; the SAVAE baseline of yookoon/VLAE per
-example, which we follow so that an example's steps do not depend on its batch). The paper
-states only the step size, but without clipping the fixed step diverges at initialisation with
-sigma_x = 0.1: the log-std gradient sigma * eps * grad_z log p(x|z) grows with sigma, and eight
-steps of an untrained model sent stds to ~1e2 or to 0 in our checks. `max_grad_norm=None` turns
-clipping off.
+and q(z|x) = N(mean_k, diag(std(s_k))^2) is the posterior, in training and at test time. Each
+step's ELBO is the VAE's: one reparameterised sample for E_q[log p(x|z)] and the closed-form KL to
+N(0, I); the gradient of its batch sum is the per-example gradient, since example b's ELBO depends
+only on lambda_b. No momentum.
+
+The SVI settings are variant parameters (record paths and config hashes carry them):
+- `step_size` = 1e-3: the paper's (section 5: "SA(k) ... k SVI steps with step size 1e-3"); k in
+  {1, 2, 4, 8} are the table's variants.
+- `max_grad_norm` = 5 and `clip_scope` = "example": not in the paper. Both reference
+  implementations clip the mean's and the scale parameter's gradients, separately, at norm 5
+  (harvardnlp/sa-vae's OptimN2N, svi_max_grad_norm=5, over the whole batch tensor: `clip_scope =
+  "batch"`; yookoon/VLAE's SAVAE baseline per example: "example", which we take so that an
+  example's steps do not depend on its batch). Without a clip the paper's step diverges at
+  initialisation with sigma_x = 0.1 (the scale gradient grows with sigma; eight steps of an
+  untrained model sent stds to ~1e2 or to 0 in our checks). Note what the clip does once trained:
+  the per-example gradients are far above 5, so every step has length step_size * 5 and the clip,
+  not the step size, sets SA's gain; the README's sensitivity table shows the gain per setting on
+  the same trained weights. `max_grad_norm=None` turns clipping off.
+- `parameterisation` = "log_var": both references take SVI steps on the log-variance (sa-vae's
+  logvar, VLAE's SAVAE logvar); "log_std" steps on the log standard deviation, whose gradient is
+  twice the log-variance's.
 
 Training objective and gradients: the loss is -ELBO(lambda_k) (sa-vae's end-to-end "savi" mode;
 the VAE's own ELBO at lambda_0 is not added). The SVI gradients are taken with
@@ -46,8 +55,10 @@ import torch
 from torch.distributions import kl_divergence
 
 from .base import EncoderModel, diagonal_gaussian
-from .networks import GaussianEncoder
 from .registry import register
+
+CLIP_SCOPES = ("example", "batch")
+PARAMETERISATIONS = ("log_var", "log_std")
 
 
 @register("sa", label="SA", variants=[{"k": 1}, {"k": 2}, {"k": 4}, {"k": 8}])
@@ -61,59 +72,85 @@ class SA(EncoderModel):
         k: int = 1,
         step_size: float = 1e-3,
         max_grad_norm: float | None = 5.0,
+        clip_scope: str = "example",
+        parameterisation: str = "log_var",
     ):
         super().__init__(net, latent_dim, likelihood, num_train)
         if k < 0:
             raise ValueError(f"the number of SVI steps k must be >= 0, got {k}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        if clip_scope not in CLIP_SCOPES:
+            raise ValueError(f"clip_scope must be one of {', '.join(CLIP_SCOPES)}, got {clip_scope!r}")
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"parameterisation must be one of {', '.join(PARAMETERISATIONS)}, "
+                             f"got {parameterisation!r}")
         self.k = int(k)
         self.step_size = float(step_size)
-        self.max_grad_norm = max_grad_norm
-        self.encoder = GaussianEncoder(net, latent_dim)  # same name as the VAE's: weights swap
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.clip_scope = clip_scope
+        self.parameterisation = parameterisation
+        # std = exp(s / scale_power): 2 for a log-variance, 1 for a log-std
+        self._scale_power = 2.0 if parameterisation == "log_var" else 1.0
+        self.encoder = self.base_encoder()  # same name as the VAE's: weights swap
 
-    def step_elbo(self, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    def std_of(self, scale: torch.Tensor) -> torch.Tensor:
+        """The standard deviation from the SVI scale parameter (log-variance or log-std)."""
+        return (scale / self._scale_power).exp()
+
+    def scale_of(self, std: torch.Tensor) -> torch.Tensor:
+        return self._scale_power * std.log()
+
+    def step_elbo(self, x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The per-example ELBO each SVI step ascends (one sample, closed-form KL), shape (B,)."""
-        q = diagonal_gaussian(mean, log_std.exp())
+        q = diagonal_gaussian(mean, self.std_of(scale))
         return self.log_likelihood(x, q.rsample()) - kl_divergence(q, self.prior())
 
     def _clip(self, grad: torch.Tensor) -> torch.Tensor:
-        """Rescale each example's gradient (a row) to norm <= max_grad_norm."""
+        """Rescale the gradient to norm <= max_grad_norm: each example's row ("example") or the
+        whole batch tensor ("batch")."""
         if self.max_grad_norm is None:
             return grad
-        norm = grad.norm(dim=-1, keepdim=True)
+        if self.clip_scope == "example":
+            norm = grad.norm(dim=-1, keepdim=True)
+        else:
+            norm = grad.norm()
         return grad * (self.max_grad_norm / (norm + 1e-12)).clamp(max=1.0)
 
     def svi_steps(
-        self, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, differentiable: bool
+        self, x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, differentiable: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """k gradient-ascent steps on (mean, log_std); for `differentiable` see the docstring."""
+        """k gradient-ascent steps on (mean, scale); for `differentiable` see the docstring."""
         if not differentiable:
-            mean, log_std = mean.detach(), log_std.detach()
+            mean, scale = mean.detach(), scale.detach()
         with torch.enable_grad():
             if not mean.requires_grad:
                 mean = mean.detach().requires_grad_()
-            if not log_std.requires_grad:
-                log_std = log_std.detach().requires_grad_()
+            if not scale.requires_grad:
+                scale = scale.detach().requires_grad_()
             for _ in range(self.k):
-                objective = self.step_elbo(x, mean, log_std).sum()
-                g_mean, g_log_std = torch.autograd.grad(
-                    objective, (mean, log_std), create_graph=differentiable
+                objective = self.step_elbo(x, mean, scale).sum()
+                g_mean, g_scale = torch.autograd.grad(
+                    objective, (mean, scale), create_graph=differentiable
                 )
                 mean = mean + self.step_size * self._clip(g_mean)
-                log_std = log_std + self.step_size * self._clip(g_log_std)
+                scale = scale + self.step_size * self._clip(g_scale)
                 if not differentiable:
                     mean = mean.detach().requires_grad_()
-                    log_std = log_std.detach().requires_grad_()
+                    scale = scale.detach().requires_grad_()
         if not differentiable:
-            mean, log_std = mean.detach(), log_std.detach()
-        return mean, log_std
+            mean, scale = mean.detach(), scale.detach()
+        return mean, scale
 
     def refine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of q(z|x) after the k SVI steps from the encoder's output."""
         mean, std = self.encoder(x)
         if self.k == 0:
             return mean, std
-        mean, log_std = self.svi_steps(x, mean, std.log(), differentiable=torch.is_grad_enabled())
-        return mean, log_std.exp()
+        mean, scale = self.svi_steps(x, mean, self.scale_of(std), differentiable=torch.is_grad_enabled())
+        return mean, self.std_of(scale)
 
     def posterior(self, x: torch.Tensor):
         return diagonal_gaussian(*self.refine(x))

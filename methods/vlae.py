@@ -12,10 +12,13 @@ with W = I / sigma_x^2 and grad = J^T (x - g) / sigma_x^2 - mu for the Gaussian 
 N(x; g(z), sigma_x^2 I), and W = diag(p (1 - p)), grad = J^T (x - p) - mu, p = sigmoid(g), for the
 Bernoulli one (g = logits). For the Gaussian case mu_new is exactly the mode of the linearised
 model's posterior, Lambda_t^{-1} J_t^T (x - g(mu_t) + J_t mu_t) / sigma_x^2, as in the reference's
-solve_mu. The damping schedule r_t = update_lr / (t + 1) with update_lr = 1 is the reference's
-(first update a full step). Then q(z|x) = N(mu_T, Lambda(mu_T)^{-1}): full covariance, with the
+solve_mu. The damping schedule r_t = update_lr / (t + 1) is the reference's (models.py,
+update_rate), and so is the default update_lr = 0.5 (run.py's --update_lr default; the paper gives
+none): the first update goes half way to the linearised mode. update_lr = 1 makes the first update
+a full Newton step. Then q(z|x) = N(mu_T, Lambda(mu_T)^{-1}): full covariance, with the
 precision re-linearised at the final mode (T + 1 Jacobians in all, as in the reference). For a
-linear decoder with a Gaussian likelihood one update gives the exact posterior (tested).
+linear decoder with a Gaussian likelihood one update with update_lr = 1 gives the exact posterior
+(tested).
 
 Training ELBO: one reparameterised z ~ q, E_q[log p(x|z)] by that sample and KL(q || N(0, I)) in
 closed form: 1/2 (tr Sigma + |mu|^2 - d - log det Sigma), Sigma = Lambda^{-1} via its Cholesky
@@ -40,15 +43,18 @@ from .registry import register
 @register("vlae", label="VLAE", variants=[{"t": 2}, {"t": 4}])
 class VLAE(EncoderModel):
     def __init__(self, net, latent_dim, likelihood, num_train, t: int = 2,
-                 update_lr: float = 1.0):
+                 update_lr: float = 0.5):
         super().__init__(net, latent_dim, likelihood, num_train)
         if not isinstance(likelihood, GaussianLikelihood | BernoulliLikelihood):
             raise TypeError(f"VLAE supports Gaussian and Bernoulli likelihoods, got {likelihood!r}")
         if t < 0:
             raise ValueError(f"the number of updates t must be >= 0, got {t}")
+        if not 0 < update_lr <= 1:
+            raise ValueError(f"update_lr must be in (0, 1], got {update_lr}")
         self.num_updates = int(t)
         self.update_lr = float(update_lr)
-        self.encoder = Encoder(net, latent_dim)
+        with self.role_init("base_encoder"):  # its trunk starts as every method's base encoder's
+            self.encoder = Encoder(net, latent_dim)
 
     def decoder_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder output g(z) flattened, (B, D), and its Jacobian per example, (B, D, d)."""

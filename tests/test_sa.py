@@ -143,15 +143,52 @@ def test_test_time_inference_runs_the_steps_under_no_grad():
     torch.testing.assert_close(q_eval.stddev, q_train.stddev.detach())
 
 
-def test_gradient_clipping_bounds_each_step():
-    model = make_sa(1, sigma=0.01, step_size=1.0, max_grad_norm=5.0)  # huge raw gradients
+@pytest.mark.parametrize("parameterisation", ["log_var", "log_std"])
+def test_gradient_clipping_bounds_each_step(parameterisation):
+    model = make_sa(1, sigma=0.01, step_size=1.0, max_grad_norm=5.0,  # huge raw gradients
+                    parameterisation=parameterisation)
     x = torch.rand(5, *NET.image_shape)
     with torch.no_grad():
         mean0, std0 = model.encoder(x)
         mean1, std1 = model.refine(x)
-    # per example, each block moves by at most step_size * max_grad_norm (float32 slack)
-    assert ((mean1 - mean0).norm(dim=-1) <= 5.0 + 1e-4).all()
-    assert ((std1.log() - std0.log()).norm(dim=-1) <= 5.0 + 1e-4).all()
+    # per example, each block moves by exactly step_size * max_grad_norm: the clip is active
+    torch.testing.assert_close((mean1 - mean0).norm(dim=-1), torch.full((5,), 5.0))
+    scale_step = (model.scale_of(std1) - model.scale_of(std0)).norm(dim=-1)
+    torch.testing.assert_close(scale_step, torch.full((5,), 5.0), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_clip_scope_bounds_the_whole_batch_step():
+    model = make_sa(1, sigma=0.01, step_size=1.0, max_grad_norm=5.0, clip_scope="batch")
+    x = torch.rand(5, *NET.image_shape)
+    with torch.no_grad():
+        mean0, _ = model.encoder(x)
+        mean1, _ = model.refine(x)
+    torch.testing.assert_close((mean1 - mean0).norm(), torch.tensor(5.0))
+
+
+def test_log_var_step_is_the_log_std_step_on_the_log_variance():
+    # d ELBO / d log var = 1/2 d ELBO / d log std, so one unclipped log-var step of size 2 eta
+    # moves log var by 2 eta * (1/2) g = eta g, i.e. log std by eta g / 2: half the log-std step
+    x = torch.rand(3, *NET.image_shape)
+    moved = {}
+    for parameterisation, step in (("log_std", 0.01), ("log_var", 0.02)):
+        model = make_sa(1, sigma=0.5, step_size=step, max_grad_norm=None,
+                        parameterisation=parameterisation)
+        torch.manual_seed(4)
+        with torch.no_grad():
+            _, std0 = model.encoder(x)
+            _, std1 = model.refine(x)
+        moved[parameterisation] = std1.log() - std0.log()
+    torch.testing.assert_close(moved["log_var"], moved["log_std"] / 2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"step_size": 0.0}, "step_size"), ({"max_grad_norm": -1.0}, "max_grad_norm"),
+    ({"clip_scope": "tensor"}, "clip_scope"), ({"parameterisation": "std"}, "parameterisation"),
+])
+def test_rejects_bad_svi_settings(bad, match):
+    with pytest.raises(ValueError, match=match):
+        make_sa(1, **bad)
 
 
 def test_rejects_negative_k():

@@ -46,8 +46,9 @@ def make_vlae(t, likelihood, linear=True, seed=0, net=NET, **kwargs):
 @pytest.mark.parametrize("sigma", [0.1, 0.7])
 def test_linear_gaussian_decoder_gives_the_exact_posterior(t, sigma):
     # p(x|z) = N(A z + b, s^2 I), p(z) = N(0, I): p(z|x) = N(S A^T (x - b) / s^2, S),
-    # S = (I + A^T A / s^2)^{-1}. One update from any start lands on it; later ones stay there.
-    model = make_vlae(t, GaussianLikelihood(sigma))
+    # S = (I + A^T A / s^2)^{-1}. One full update (update_lr = 1) from any start lands on it;
+    # later ones stay there.
+    model = make_vlae(t, GaussianLikelihood(sigma), update_lr=1.0)
     x = torch.rand(5, *NET.image_shape, dtype=F64)
     a, b = model.decoder.linear.weight.detach(), model.decoder.linear.bias.detach()
     precision = torch.eye(D, dtype=F64) + a.T @ a / sigma**2
@@ -61,7 +62,7 @@ def test_linear_gaussian_decoder_gives_the_exact_posterior(t, sigma):
 
 
 def test_bernoulli_update_is_a_ggn_newton_step():
-    model = make_vlae(1, BernoulliLikelihood())
+    model = make_vlae(1, BernoulliLikelihood(), update_lr=1.0)
     x = torch.bernoulli(torch.full((2, *NET.image_shape), 0.4, dtype=F64))
     a = model.decoder.linear.weight.detach()
     with torch.no_grad():
@@ -87,8 +88,9 @@ def test_bernoulli_update_is_a_ggn_newton_step():
 
 def test_update_rate_damping():
     # r_t = update_lr / (t + 1): with update_lr = 0.5 the first update goes half way
-    model = make_vlae(1, GaussianLikelihood(0.3), update_lr=0.5)
-    full = make_vlae(1, GaussianLikelihood(0.3))
+    model = make_vlae(1, GaussianLikelihood(0.3))  # the default: the reference's 0.5
+    assert model.update_lr == 0.5
+    full = make_vlae(1, GaussianLikelihood(0.3), update_lr=1.0)
     x = torch.rand(3, *NET.image_shape, dtype=F64)
     with torch.no_grad():
         mu0 = model.encoder(x)
