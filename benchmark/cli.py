@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from methods.registry import PluginImportError, registered_methods
 
-from . import compare, datasets, figures, timing
+from . import claims, compare, datasets, figures, timing
 from .aggregate import floors, low_power_note, records_frame, summarize
 from .index_page import write_index
 from .keys import RunKey
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-paper", action="store_true",
                    help="also write tableN_vs_paper.{md,tex,html}: ours and the paper's numbers "
                    "per cell, Kendall tau per column, significance pattern vs the paper's")
+    p.add_argument("--claims", action="store_true",
+                   help="also test each claim the paper makes about the table (and, for table 1, "
+                   "Figure 1) on our results and write tableN_claims.{md,html}: test, n, effect, "
+                   "p and a verdict (reproduced / contradicted / underpowered); the claims are "
+                   "benchmark/paper/claims.yaml")
     p.add_argument("--figures", action="store_true",
                    help="draw the paper's Figures 1-2 (2-D latent GPVAE on MNIST) under "
                    "RESULTS/figures/ with --data-root/--download/--results-dir/--device/--threads; "
@@ -181,7 +186,7 @@ def build_table(plan: Plan, spec, profile, records: list[dict], paired: bool) ->
     return TableData(spec, cells, floors(frame), dict(plan.unavailable), failed, caption, legend)
 
 
-def write_tables(data: TableData, results_dir: Path, paper=None) -> list[Path]:
+def write_tables(data: TableData, results_dir: Path, paper=None, claim_report=None) -> list[Path]:
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -192,6 +197,8 @@ def write_tables(data: TableData, results_dir: Path, paper=None) -> list[Path]:
         paths.append(path)
     if paper is not None:
         paths += compare.write_comparison(data, paper, out)
+    if claim_report is not None:
+        paths += claims.write_report(claim_report, out)
     paths.append(write_index(results_dir))
     return paths
 
@@ -220,6 +227,7 @@ def run(args) -> int:
                          + ", ".join(table_names()))
     spec = load_table_spec(args.table)
     paper = load_paper_table(spec.name) if args.compare_paper else None
+    claim_set = claims.load_claims(spec.name) if args.claims else None
     profile = load_profile(args.profile)
     methods = _csv(args.methods)
     unknown = sorted((methods or set()) - set(registered_methods()) - {r.id for r in spec.rows})
@@ -245,7 +253,12 @@ def run(args) -> int:
         if args.compare_paper:
             raise UsageError(f"--compare-paper compares log-likelihood tables; {spec.name} is a "
                              "timing table (the paper's times are in benchmark/paper/table3.yaml)")
-        return timing.run_timing_table(spec, profile, args, device, methods, requested, dims)
+        rc = 0
+        if not (args.collect and args.claims):  # --collect --claims: the stored times only
+            rc = timing.run_timing_table(spec, profile, args, device, methods, requested, dims)
+        if claim_set is not None and rc == 0 and not args.dry_run:
+            _timing_claims(spec, profile, claim_set, Path(args.results_dir))
+        return rc
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
     threads = args.threads
@@ -309,10 +322,18 @@ def run(args) -> int:
 
     records = collect_records(plan)
     data = build_table(plan, spec, profile, records, args.paired)
-    paths = write_tables(data, Path(args.results_dir), paper)
+    report = None
+    if claim_set is not None:
+        report = claims.build_report(
+            spec, claim_set, results_dir=args.results_dir, records=records,
+            caption=f"Profile '{profile.name}': {profile.splits} splits x {profile.restarts} "
+            "restarts (best validation IWAE kept per split).")
+    paths = write_tables(data, Path(args.results_dir), paper, report)
     print(to_markdown(data, ansi=sys.stdout.isatty()))
     if paper is not None:
         print(compare.to_markdown(data, paper))
+    if report is not None:
+        print(claims.to_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
 
     failures = [r for r in records if r["status"] != "ok"] + [
@@ -329,9 +350,23 @@ def run(args) -> int:
     return 1 if failures else 0
 
 
+def _timing_claims(spec, profile, claim_set, results_dir: Path) -> None:
+    """The claims about a timing table, from its stored timings.json (written by the run)."""
+    path = claims.timings_path(results_dir, profile.name, spec.name)
+    report = claims.build_report(spec, claim_set, results_dir=results_dir,
+                                 timings=claims.read_timings(path), timing_source=str(path),
+                                 caption=f"Profile '{profile.name}': times from {path}.")
+    paths = claims.write_report(report, results_dir / "tables") + [write_index(results_dir)]
+    print(claims.to_markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+
+
 def _figures(args) -> int:
     if args.table:
         raise UsageError("--figures draws the figures only; run --table separately")
+    if args.claims:
+        raise UsageError("--claims goes with --table: Figure 1's claim is reported with "
+                         "--table 1 --claims (from the figures' saved result)")
     if args.threads:
         torch.set_num_threads(args.threads)
     argv = ["--data-root", args.data_root, "--results-dir", args.results_dir,

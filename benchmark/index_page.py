@@ -1,4 +1,5 @@
 """results/tables/index.html: every rendered table and every figure on one self-contained page.
+The verdicts on the paper's claims (tableN_claims.html, `--claims`) come first.
 
 The page has inline CSS and the figures as base64 data URIs, so it opens from disk (or an e-mail
 attachment) with no network and no sibling files. It is rebuilt whenever a table or figure is
@@ -29,9 +30,11 @@ CSS = (
 
 
 def _sort_key(path: Path):
+    """The paper's claims first (what a reader of a reproduction wants first: tableN_claims,
+    benchmark/claims.py), then the tables in numeric order, each followed by its comparisons."""
     m = _TABLE_ORDER.match(path.stem)
     num = int(m.group(1)) if m and m.group(1) else 10**6
-    return num, path.stem
+    return not path.stem.endswith("_claims"), num, path.stem
 
 
 def _table_body(path: Path) -> str:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from .aggregate import Cell
-from .specs import TableSpec
 
+if TYPE_CHECKING:  # specs imports the plugins (torch); analyses that render need neither
+    from .specs import TableSpec
+
+PAGE_CSS = ("body{font-family:sans-serif} table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} .na{color:#999}")
 FLOOR_MARGIN_NATS = 100.0  # a trained model must beat the mean-image model by at least this
 DATASET_LABELS = {"mnist": "MNIST", "omniglot": "OMNIGLOT", "svhn": "SVHN", "cifar10": "CIFAR10",
                   "celeba": "CelebA", "binarized_mnist": "Binary MNIST (CNN)",
@@ -126,12 +131,32 @@ def to_html(data: TableData) -> str:
         + "</tr>"
         for r in _body(data, "html")
     )
+    return html_page(data.spec.title,
+                     f"<p>{html.escape(data.caption)}</p><table><tr>{head}</tr>{body}</table>"
+                     f"<p>{html.escape(data.legend)}</p>")
+
+
+# ------------------------------------------------- helpers for other reports (claims, ...)
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown pipe table of text cells (numbers are not reformatted)."""
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+
+
+def html_table(headers: list[str], rows: list[list[str]], escape: bool = True) -> str:
+    """An HTML table of text cells; `escape=False` for cells that already hold HTML."""
+    cell = html.escape if escape else str
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_page(title: str, body: str, extra_css: str = "") -> str:
+    """A self-contained page: the tables' stylesheet, `title` as <title> and <h3>, then `body`
+    (HTML). The results page (index_page) lifts everything inside <body>."""
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(data.spec.title)}</title><style>"
-        "body{font-family:sans-serif} table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} .na{color:#999}"
-        "</style></head><body>"
-        f"<h3>{html.escape(data.spec.title)}</h3><p>{html.escape(data.caption)}</p>"
-        f"<table><tr>{head}</tr>{body}</table><p>{html.escape(data.legend)}</p></body></html>\n"
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}{extra_css}</style></head><body>"
+        f"<h3>{html.escape(title)}</h3>{body}</body></html>\n"
     )
