@@ -48,3 +48,18 @@ def mean_image_log_likelihood(likelihood, train_mean: torch.Tensor, images, batc
     mean image: the floor every trained model must clear by a wide margin."""
     out = likelihood.output_for_mean(train_mean)
     return batched_mean(lambda x: likelihood.log_prob(x, out), images, batch_size, to_input)
+
+
+def mean_diagnostics(model, images: torch.Tensor, batch_size: int, to_input) -> dict[str, float]:
+    """The method's own `diagnostics(x)` (e.g. a mixture's mean mixing weight per component),
+    averaged over `images` weighted by batch size; {} for a method that reports none."""
+    totals: dict[str, float] = {}
+    count = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = to_input(images[start : start + batch_size])
+            for name, value in model.diagnostics(x).items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(x)
+            count += len(x)
+    return {name: total / count for name, total in totals.items()} if count else {}

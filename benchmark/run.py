@@ -19,6 +19,7 @@ import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from methods import get_method
 from methods.likelihoods import make_likelihood
 
 from . import datasets
-from .evaluate import evaluate, mean_image_log_likelihood
+from .evaluate import evaluate, mean_diagnostics, mean_image_log_likelihood
 from .keys import RunKey
 from .profiles import Profile
 from .records import write_json_atomic
@@ -127,51 +128,88 @@ def _first(t: torch.Tensor, n: int | None) -> torch.Tensor:
     return t if n is None else t[:n]
 
 
-def train_and_evaluate(task: RunTask) -> dict:
+@dataclass
+class Fitted:
+    """A run's model with the images of its split; `fit` fills in the training summary."""
+
+    model: torch.nn.Module
+    train_images: torch.Tensor
+    val_images: torch.Tensor
+    test_images: torch.Tensor
+    to_input: Callable[[torch.Tensor], torch.Tensor]  # images -> model input on the run's device
+    likelihood: torch.nn.Module
+    fit: dict = dataclasses.field(default_factory=dict)  # train()'s summary: epochs, history, ...
+    train_seconds: float = 0.0
+
+
+def build_model(task: RunTask, image_shape, likelihood_name: str, num_train: int):
+    """(model, likelihood): the method of `task.key` with the task's parameters, seeded with the
+    key's init seed (its shared parts, decoder and base encoder, then draw from their own role
+    seeds: methods.base). The one place a run's model is built."""
+    net = task.settings.net_config(image_shape)
+    likelihood = make_likelihood(likelihood_name, task.settings.sigma_x)
+    torch.manual_seed(task.key.init_seed)
+    model = get_method(task.key.method).build(
+        dict(task.params), net=net, latent_dim=task.key.dim, likelihood=likelihood,
+        num_train=num_train,
+    )
+    return model, likelihood
+
+
+def prepare(task: RunTask) -> Fitted:
+    """Load the key's split (train / validation / test images) and build its untrained model."""
     key, prof = task.key, task.profile
     device = torch.device(task.device)
     data = _load(task.data_name, task.data_root, task.download)
     train_idx, val_idx = split_indices(len(data.train), data.val_fraction, key.split_seed)
     train_images = data.train[_first(train_idx, prof.train_size)]
-    val_images = data.train[_first(val_idx, prof.val_size)]
-    test_images = _first(data.test, prof.test_size)
 
     def to_input(images: torch.Tensor) -> torch.Tensor:
         return data.to_float(images).to(device)
 
-    net = task.settings.net_config(data.image_shape)
-    likelihood = make_likelihood(data.likelihood, task.settings.sigma_x)
-    torch.manual_seed(key.init_seed)
-    model = get_method(key.method).build(
-        dict(task.params), net=net, latent_dim=key.dim, likelihood=likelihood,
-        num_train=len(train_images),
-    ).to(device)
+    model, likelihood = build_model(task, data.image_shape, data.likelihood, len(train_images))
+    return Fitted(model.to(device), train_images, data.train[_first(val_idx, prof.val_size)],
+                  _first(data.test, prof.test_size), to_input, likelihood.to(device))
 
+
+def fit(task: RunTask, checkpoint: Path | None = None) -> Fitted:
+    """prepare(task), then train it with the profile's settings (resuming from `checkpoint`)."""
+    prof, fitted = task.profile, prepare(task)
     start = time.perf_counter()
-    fit = train(model, train_images, val_images, to_input=to_input, epochs=prof.epochs,
-                batch_size=prof.batch_size, lr=prof.lr, eval_batch_size=prof.eval_batch_size,
-                patience=prof.patience, seed=key.init_seed, checkpoint=task.checkpoint_path,
-                checkpoint_tag=task.config_hash())
-    train_seconds = time.perf_counter() - start
+    fitted.fit = train(fitted.model, fitted.train_images, fitted.val_images,
+                       to_input=fitted.to_input, epochs=prof.epochs, batch_size=prof.batch_size,
+                       lr=prof.lr, eval_batch_size=prof.eval_batch_size, patience=prof.patience,
+                       seed=task.key.init_seed, checkpoint=checkpoint,
+                       checkpoint_tag=task.config_hash())
+    fitted.train_seconds = time.perf_counter() - start
+    return fitted
 
-    torch.manual_seed(key.init_seed + 1)
-    ev = dict(k=prof.iwae_k, batch_size=prof.eval_batch_size, to_input=to_input)
-    val = evaluate(model, val_images, **ev)
-    test = evaluate(model, test_images, **ev)
-    train_mean = to_input(train_images).mean(0)
-    floor = mean_image_log_likelihood(likelihood.to(device), train_mean, test_images,
-                                      prof.eval_batch_size, to_input)
+
+def train_and_evaluate(task: RunTask) -> dict:
+    prof = task.profile
+    fitted = fit(task, task.checkpoint_path)
+    start = time.perf_counter()
+    torch.manual_seed(task.key.init_seed + 1)
+    ev = dict(k=prof.iwae_k, batch_size=prof.eval_batch_size, to_input=fitted.to_input)
+    val = evaluate(fitted.model, fitted.val_images, **ev)
+    test = evaluate(fitted.model, fitted.test_images, **ev)
+    diagnostics = mean_diagnostics(fitted.model, fitted.test_images, prof.eval_batch_size,
+                                   fitted.to_input)
+    train_mean = fitted.to_input(fitted.train_images).mean(0)
+    floor = mean_image_log_likelihood(fitted.likelihood, train_mean, fitted.test_images,
+                                      prof.eval_batch_size, fitted.to_input)
     return {
         "metrics": {
             "val_iwae": val["iwae"], "val_elbo": val["elbo"],
             "test_iwae": test["iwae"], "test_elbo": test["elbo"],
             "mean_image_floor": floor,
-            "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start
-            - train_seconds,
-            **{k: v for k, v in fit.items() if k != "history"},
+            "train_seconds": fitted.train_seconds, "eval_seconds": time.perf_counter() - start,
+            **{k: v for k, v in fitted.fit.items() if k != "history"},
         },
-        "history": fit["history"],
-        "sizes": {"train": len(train_images), "val": len(val_images), "test": len(test_images)},
+        "diagnostics": diagnostics,
+        "history": fitted.fit["history"],
+        "sizes": {"train": len(fitted.train_images), "val": len(fitted.val_images),
+                  "test": len(fitted.test_images)},
     }
 
 

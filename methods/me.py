@@ -45,6 +45,11 @@ class GaussianMixture:
     def weights(self) -> torch.Tensor:
         return self.log_weights.exp()
 
+    def mean_weights(self) -> dict[str, float]:
+        """{'weight_j': mean over the batch of component j's mixing weight}: a component whose mean
+        weight is ~0 on test images has collapsed (the mixture is then one component fewer)."""
+        return {f"weight_{j}": float(w) for j, w in enumerate(self.weights.mean(0))}
+
     @property
     def num_components(self) -> int:
         return self.log_weights.shape[-1]
@@ -114,3 +119,6 @@ class ME(EncoderModel):
 
     def elbo(self, x: torch.Tensor) -> torch.Tensor:
         return stratified_elbo(self.log_joint, x, self.posterior(x))
+
+    def diagnostics(self, x: torch.Tensor) -> dict[str, float]:
+        return self.posterior(x).mean_weights()
