@@ -48,7 +48,9 @@ def train(
     checkpoint: Path | None = None,
     checkpoint_tag: str = "",
 ) -> dict:
-    """Train in place; on return the model holds the weights of the best validation-ELBO epoch.
+    """Train in place; on return the model holds the weights of the best validation-ELBO epoch
+    among those after which `model.model_complete(epoch, epochs)` holds (every epoch, but for
+    staged methods such as RME); early stopping (`patience`) also waits for the model to be complete.
 
     With `checkpoint`, state (weights, optimiser, epoch, RNG, best weights) is saved after every
     epoch and training resumes from it if the file exists and carries the same `checkpoint_tag`
@@ -87,7 +89,10 @@ def train(
             total += loss.item() * len(idx)
         model.eval()
         val_elbo = batched_mean(model.elbo, val_images, eval_batch_size, to_input)
-        improved = val_elbo > state["best_val"]
+        # a staged method (RME) is not its final model until its last stage has begun: such an
+        # epoch is neither kept as the best nor a reason to stop early (methods.base)
+        complete = model.model_complete(epoch, epochs)
+        improved = complete and val_elbo > state["best_val"]
         if improved:
             state.update(best_val=val_elbo, best_epoch=epoch + 1,
                          best_weights=copy.deepcopy(model.state_dict()))
@@ -102,7 +107,7 @@ def train(
                 "order_rng": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "train_state": state, "tag": checkpoint_tag,
             })
-        if patience is not None and epoch + 1 - state["best_epoch"] >= patience:
+        if complete and patience is not None and epoch + 1 - state["best_epoch"] >= patience:
             log.info("early stop: no better validation ELBO for %d epochs", patience)
             break
 

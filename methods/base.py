@@ -11,6 +11,10 @@ posterior q(z|x). The harness only ever calls:
                  This is what the IWAE estimator uses as its proposal;
 - `infer(x)`     the test-time inference path that Table 3 times (q's parameters and one sample);
 - `on_epoch_start(epoch, num_epochs)` a hook for methods trained in stages (RME);
+- `model_complete(epoch, num_epochs)` False while the model trained in (0-based) `epoch` is not yet
+                 the method's final model (RME before its last component joins): the trainer neither
+                 stops early after such an epoch nor keeps its weights as the best; default True;
+- `diagnostics(x)` optional batch means to keep in the record (e.g. mixing weights);
 - `prepare_inference()` precompute whatever test-time inference needs that does not depend on x
                  (called before timing, so a one-off cost is not timed; a method must still
                  never use stale state, so this is an optimisation, not a requirement).
@@ -119,8 +123,18 @@ class EncoderModel(nn.Module):
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called by the trainer before each epoch (0-based)."""
 
+    def model_complete(self, epoch: int, num_epochs: int) -> bool:
+        """Whether the model after (0-based) `epoch` is the method's final model; default: always."""
+        return True
+
     def prepare_inference(self) -> None:
         """Build x-independent test-time state now rather than on the first call; default: none."""
+
+    def diagnostics(self, x: torch.Tensor) -> dict[str, float]:
+        """Batch means of whatever the method wants on record about its posterior (a mixture: each
+        component's mean mixing weight); the harness averages them over the test images and
+        stores them in the run's record under `diagnostics`. Default: none."""
+        return {}
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

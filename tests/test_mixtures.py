@@ -1,6 +1,8 @@
 """ME and RME: mixture densities are normalised (2-D quadrature), weights sum to one, the
-stratified ELBO estimator is unbiased, RME's schedule freezes and adds components as documented,
-and RME's greedy stage never lowers the ELBO on a bimodal toy target."""
+stratified ELBO estimator is unbiased, RME's schedule freezes and adds components as documented
+and tells the trainer when the model is complete, RME's component criterion is bounded and routed
+to the right parameters, and on a target with a known bimodal posterior RME(2) puts a component
+with real weight on each mode and beats a single Gaussian's ELBO."""
 
 import math
 
@@ -8,10 +10,17 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
+from benchmark.train import train
 from methods import NetConfig, get_method
 from methods.likelihoods import GaussianLikelihood
 from methods.me import GaussianMixture, stratified_elbo
-from methods.rme import RME, stage_starts
+from methods.rme import (
+    MAX_WEIGHT_GRADIENT,
+    RME,
+    capped_divergence,
+    precondition_logit,
+    stage_starts,
+)
 
 NET = NetConfig((1, 4, 4), num_conv=1, hidden=8)  # tiny networks: the densities are the point
 F64 = torch.float64
@@ -148,6 +157,7 @@ def test_stage_starts():
     assert stage_starts(5, 2) == [0, 1, 1, 1, 1]  # fewer epochs than components
     assert stage_starts(4, 1) == [0, 0, 0, 0]
     assert stage_starts(3, 100, first_stage=1 / 3) == [0, 33, 66]  # the equal split
+    assert stage_starts(2, 100) == [0, 50] and stage_starts(2, 5) == [0, 2]  # paper / quick
 
 
 def trainable_components(model):
@@ -180,8 +190,52 @@ def test_rme_with_fewer_epochs_than_components_trains_every_component():
     assert int(model.num_active) == 5 and trainable_components(model) == [0, 1, 2, 3, 4]
 
 
+def test_rme_is_complete_once_its_last_component_has_joined():
+    model = build("rme", 3)  # starts [0, 50, 75] over 100 epochs, [0, 2, 3] over 5
+    assert [model.model_complete(e, 100) for e in (0, 49, 50, 74)] == [False] * 4
+    assert model.model_complete(75, 100) and model.model_complete(99, 100)
+    assert [model.model_complete(e, 5) for e in range(5)] == [False, False, False, True, True]
+    assert build("rme", 1).model_complete(0, 100)  # one component: complete from the start
+    assert build("me", 2).model_complete(0, 100)  # the protocol's default: always
+
+
+def test_trainer_neither_stops_nor_selects_before_the_last_stage(monkeypatch):
+    # 8 epochs, starts [0, 4]. Scripted validation ELBOs fall from the first epoch on: with
+    # patience 1 a plain run would stop after epoch 2 and keep epoch 1, a one-component model.
+    model = build("rme", 2)
+    script = [0.0, -1.0, -2.0, -3.0, -5.0, -4.0, -6.0, -7.0]
+    real_elbo = model.elbo
+
+    def scripted_elbo(x):
+        return real_elbo(x) if model.training else torch.full((len(x),), script.pop(0))
+
+    monkeypatch.setattr(model, "elbo", scripted_elbo)
+    images = torch.rand(12, *NET.image_shape, generator=torch.Generator().manual_seed(0))
+    result = train(model, images[:8], images[8:], to_input=lambda t: t, epochs=8, batch_size=4,
+                   lr=1e-3, eval_batch_size=4, patience=1, seed=0)
+    # epochs 1-4 (stage 0) neither best nor a stop; epoch 5 is the first candidate, 6 the best,
+    # 7 is one epoch without improvement: stop
+    assert result["epochs_run"] == 7 and result["best_epoch"] == 6
+    assert result["best_val_elbo"] == -4.0
+    assert int(model.num_active) == 2  # the restored weights are a two-component mixture
+
+
+def test_mixing_weights_helper():
+    model = spread_rme(build("rme", 3)).double()
+    x = torch.rand(5, *NET.image_shape, dtype=F64)
+    model.on_epoch_start(2, 4)  # starts [0, 2, 3]: two components in the mixture
+    weights = model.mixing_weights(x)
+    assert weights.shape == (5, 3) and not weights.requires_grad
+    torch.testing.assert_close(weights[:, :2], model.posterior(x).weights.detach())
+    assert (weights[:, 2] == 0).all() and (weights[:, :2] > 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(5, dtype=F64))
+    means = model.diagnostics(x)
+    assert sorted(means) == ["weight_0", "weight_1", "weight_2"] and means["weight_2"] == 0
+    assert means["weight_1"] == pytest.approx(weights[:, 1].mean().item())
+
+
 def test_warm_start_copies_the_latest_component_once():
-    model = build("rme", 3).double()
+    model = build("rme", 3, warm_start=True).double()
     model.on_epoch_start(0, 4)  # starts [0, 2, 3]
     with torch.no_grad():  # stand-in for training component 0
         for p in model.components[0].parameters():
@@ -196,7 +250,7 @@ def test_warm_start_copies_the_latest_component_once():
         assert torch.equal(p, q)
     with torch.no_grad():
         after = model.posterior(x).log_prob(zz)
-    # (1 - eps) h_0 + eps h_0 = h_0: the first greedy stage starts exactly at the old mixture
+    # (1 - eps) h_0 + eps h_0 = h_0: the stage starts exactly at the old mixture
     torch.testing.assert_close(after, before, rtol=0, atol=1e-12)
 
     with torch.no_grad():
@@ -208,23 +262,11 @@ def test_warm_start_copies_the_latest_component_once():
                                                  strict=True))
 
 
-def test_rescaled_gradients_are_the_elbo_gradients_divided_by_the_weights():
-    # one example, same noise: the gradient of component 1's output head is the plain ELBO
-    # gradient / alpha_1(x), and the gradient of eps_1's head is the plain one / (eps (1 - eps)).
-    x = torch.rand(1, *NET.image_shape, dtype=F64)
-    grads = {}
-    for rescale in (False, True):
-        model = build("rme", 2, rescale_gradients=rescale).double()
-        model.on_epoch_start(1, 2)
-        with torch.no_grad():
-            model.weight_heads[0].bias.fill_(-1.0)  # eps = sigmoid(-1) ~ 0.27
-        torch.manual_seed(3)
-        model.loss(x).backward()
-        grads[rescale] = (model.components[1].head.weight.grad.clone(),
-                          model.weight_heads[0].bias.grad.clone())
-        eps = torch.sigmoid(torch.tensor(-1.0, dtype=F64))
-    torch.testing.assert_close(grads[True][0], grads[False][0] / eps)
-    torch.testing.assert_close(grads[True][1], grads[False][1] / (eps * (1 - eps)))
+def test_rme_without_warm_start_gets_a_fresh_component():
+    model = build("rme", 2)
+    model.on_epoch_start(0, 2)
+    model.on_epoch_start(1, 2)
+    assert not torch.equal(model.components[0].head.weight, model.components[1].head.weight)
 
 
 def test_rme_active_components_are_in_the_state_dict():
@@ -240,7 +282,124 @@ def test_rme_active_components_are_in_the_state_dict():
     assert other.posterior(torch.rand(3, *NET.image_shape)).num_components == 3
 
 
-# ---------------------------------------------------------------- RME's greedy step on a toy
+# ---------------------------------------------------------------- RME's component criterion
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"divergence_weight": -0.1}, {"divergence_weight": 1.5}, {"divergence_weight": math.nan},
+    {"divergence_cap": 0.0}, {"divergence_cap": -1.0}, {"divergence_cap": math.inf},
+    {"divergence_cap": math.nan},
+])
+def test_rme_rejects_an_unbounded_trade_off(kwargs):
+    with pytest.raises(ValueError, match="divergence_"):
+        build("rme", 2, **kwargs)
+
+
+def test_rme_default_trade_off():
+    model = build("rme", 2)
+    assert model.divergence_weight == 0.5 and model.divergence_cap == 20.0
+    assert get_method("rme").settings({"m": 2})["divergence_weight"] == 0.5  # in the config hash
+
+
+def kl_by_quadrature(log_h, log_m, z, dz):
+    return (log_h.exp() * (log_h - log_m)).sum().item() * dz
+
+
+def test_capped_divergence_is_the_kl_to_the_smoothed_mixture_and_at_most_the_cap():
+    z = torch.linspace(-30, 40, 70001, dtype=F64)
+    dz = (z[1] - z[0]).item()
+    h, q = Normal(torch.tensor(0.0, dtype=F64), 1.0), Normal(torch.tensor(0.7, dtype=F64), 1.3)
+    log_h, log_q = h.log_prob(z), q.log_prob(z)
+    for cap in (2.0, 20.0):
+        beta = math.exp(-cap)
+        log_m = torch.logaddexp(log_q + math.log1p(-beta), log_h + math.log(beta))
+        expected = kl_by_quadrature(log_h, log_m, z, dz)  # KL(h || (1 - b) q + b h), b = e^-cap
+        got = (log_h.exp() * capped_divergence(log_h, log_q, cap)).sum().item() * dz
+        assert got == pytest.approx(expected, abs=1e-9)
+    # overlapping densities: with a 20-nat cap it is KL(h || q) itself
+    assert got == pytest.approx(kl_by_quadrature(log_h, log_q, z, dz), abs=1e-6)
+    # far apart: the KL is 50 nats, the capped divergence stops at the cap; every sample <= cap
+    far = Normal(torch.tensor(10.0, dtype=F64), 1.0).log_prob(z)
+    assert kl_by_quadrature(far, log_q, z, dz) > 25
+    capped = capped_divergence(far, log_q, 5.0)
+    assert (capped <= 5.0 + 1e-12).all()
+    assert 4.9 < (far.exp() * capped).sum().item() * dz <= 5.0
+
+
+def stage_one_gradients(model, x, seed=3):
+    model.on_epoch_start(1, 2)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    model.loss(x).backward()
+    return {name: (None if p.grad is None else p.grad.clone())
+            for name, p in model.named_parameters()}
+
+
+def test_rme_gradient_routing():
+    x = torch.rand(3, *NET.image_shape, dtype=F64)
+    grads = {}
+    for lam in (0.0, 1.0):
+        for bias in (-20.0, 0.0):
+            model = build("rme", 2, divergence_weight=lam).double()
+            with torch.no_grad():
+                model.weight_heads[0].bias.fill_(bias)
+            grads[lam, bias] = stage_one_gradients(model, x)
+    g = grads[1.0, 0.0]
+    assert all(g[n] is None for n in g if n.startswith("components.0."))  # frozen
+    assert all(g[n] is not None for n in g if not n.startswith("components.0."))
+    same = lambda a, b, prefix: all(torch.allclose(a[n], b[n], rtol=1e-9, atol=1e-12)  # noqa: E731
+                                    for n in a if n.startswith(prefix))
+    # the divergence term reaches the new component only: the decoder and the weight head
+    # follow the mixture's ELBO whatever lam is
+    assert same(grads[0.0, 0.0], g, "decoder.") and same(grads[0.0, 0.0], g, "weight_heads.")
+    assert not same(grads[0.0, 0.0], g, "components.1.")
+    # the new component trains on its criterion at full strength whatever its weight
+    # (eps = sigmoid(-20) ~ 2e-9 or 1/2); the decoder does see the weight
+    assert same(grads[1.0, -20.0], g, "components.1.")
+    assert not same(grads[1.0, -20.0], g, "decoder.")
+
+
+def test_preconditioned_weight_gradient_is_the_elbo_gradient_over_eps_one_minus_eps():
+    x = torch.rand(1, *NET.image_shape, dtype=F64)
+    grads = {}
+    for precondition in (False, True):
+        model = build("rme", 2, precondition_weights=precondition).double()
+        with torch.no_grad():
+            model.weight_heads[0].bias.fill_(-1.0)  # eps = sigmoid(-1) ~ 0.27
+        grads[precondition] = stage_one_gradients(model, x)
+    eps = torch.sigmoid(torch.tensor(-1.0, dtype=F64))
+    torch.testing.assert_close(grads[True]["weight_heads.0.bias"],
+                               grads[False]["weight_heads.0.bias"] / (eps * (1 - eps)))
+    for name in ("components.1.head.weight", "decoder.fc.0.weight"):  # the rest is unchanged
+        torch.testing.assert_close(grads[True][name], grads[False][name])
+
+
+def test_weight_gradient_is_d_elbo_d_eps_clipped_per_example():
+    # a batch of 4 logits; the loss is a batch mean, so the clip per example is 10 nats / 4
+    logit = torch.tensor([[-1.0], [0.0], [-8.0], [3.0]], dtype=F64, requires_grad=True)
+    upstream = torch.tensor([[0.1], [-0.8], [1e-4], [-5.0]], dtype=F64)
+    precondition_logit(logit).backward(upstream)
+    eps = torch.sigmoid(logit.detach())
+    bound = MAX_WEIGHT_GRADIENT / 4
+    torch.testing.assert_close(logit.grad, (upstream / (eps * (1 - eps))).clamp(-bound, bound))
+    assert logit.grad[0, 0] == pytest.approx(0.1 / (eps[0, 0] * (1 - eps[0, 0])))  # as is
+    assert logit.grad[2, 0] == pytest.approx(1e-4 / (eps[2, 0] * (1 - eps[2, 0])))  # ~ 0.3
+    assert logit.grad[1, 0] == -bound and logit.grad[3, 0] == -bound  # clipped, sign kept
+
+
+def test_rme_loss_is_minus_the_mixture_elbo_in_value():
+    model = spread_rme(build("rme", 3)).double()
+    x = torch.rand(1, *NET.image_shape, dtype=F64).expand(4000, -1, -1, -1)  # 4000 draws
+    model.on_epoch_start(2, 3)  # starts [0, 1, 2]: components 0, 1 frozen, 2 training
+    torch.manual_seed(0)
+    loss = model.loss(x).item()
+    with torch.no_grad():
+        elbos = model.elbo(x)
+    se = elbos.std().item() / math.sqrt(len(elbos))
+    assert abs(-loss - elbos.mean().item()) < 5 * math.sqrt(2) * se
+
+
+# ---------------------------------------------------------------- a known bimodal posterior
 
 
 class BimodalRME(RME):
@@ -260,33 +419,36 @@ def exact_elbo(model, x):
         return ((log_q.exp() * (model.log_joint(None, z) - log_q)).sum() * 0.005).item()
 
 
-def fit(model, opt, x, steps):
-    for _ in range(steps):
-        loss = model.loss(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-
-def test_rme_greedy_stage_never_decreases_the_objective():
-    # a randomly initialised new component (warm_start=False), so the stage has to find the
-    # second mode by itself; with the default warm start the copy sits on the first mode
-    model = build("rme", 2, latent_dim=1, cls=BimodalRME, warm_start=False)
+def train_on_the_toy(m, steps_per_stage=150, seed=0, **kwargs):
+    """Two 'epochs' of `steps_per_stage` Adam steps through the trainer's hook, one optimiser:
+    for RME(2) stage 1 is component 0 alone (a VAE encoder), stage 2 adds component 1."""
+    model = build("rme", m, latent_dim=1, seed=seed, cls=BimodalRME, **kwargs)
     x = torch.rand(1, *NET.image_shape).expand(64, -1, -1, -1)  # 64 Monte Carlo draws per step
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)  # one optimiser, as the trainer does
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for epoch in range(2):
+        model.on_epoch_start(epoch, 2)
+        for _ in range(steps_per_stage):
+            loss = model.loss(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model, x
 
-    model.on_epoch_start(0, 2)  # stage 1: component 0 alone (a VAE encoder)
-    fit(model, opt, x, 300)
-    single = exact_elbo(model, x)
-    assert -0.9 < single < -0.6  # one Gaussian on one mode: ~ -log 2
 
-    model.on_epoch_start(1, 2)  # stage 2: component 1 added with weight 0.01, component 0 frozen
-    frozen = [p.detach().clone() for p in model.components[0].parameters()]
-    enlarged_at_start = exact_elbo(model, x)
-    fit(model, opt, x, 300)
-    after = exact_elbo(model, x)
+def test_rme_puts_weight_on_both_modes_and_beats_a_single_gaussian():
+    single, x = train_on_the_toy(1)  # a single Gaussian, the same 300 steps
+    single_elbo = exact_elbo(single, x)
+    assert -0.8 < single_elbo < -0.6  # one mode: ~ -log 2
 
-    assert all(torch.equal(p, q) for p, q in zip(frozen, model.components[0].parameters(),
-                                                 strict=True))
-    assert after >= single and after >= enlarged_at_start
-    assert after > -0.2  # and it did find the second mode (exact ELBOs, deterministic seeds)
+    model, x = train_on_the_toy(2)
+    weights = model.mixing_weights(x[:1])[0]
+    means = model.posterior(x[:1]).components.mean[0, :, 0]
+    assert (weights > 0.3).all(), weights  # both components carry weight (~1/2 each)
+    assert sorted(means.tolist()) == pytest.approx([-3.0, 3.0], abs=0.4)  # one on each mode
+    rme_elbo = exact_elbo(model, x)
+    assert rme_elbo > single_elbo + 0.5 and rme_elbo > -0.15  # exact ELBOs, seeded
+
+    # the divergence term is what sends the new component to the other mode: without it
+    # (lam = 0, a fresh encoder on its own ELBO) the same seed puts both on one mode
+    plain, x = train_on_the_toy(2, divergence_weight=0.0)
+    assert exact_elbo(plain, x) < single_elbo + 0.1
