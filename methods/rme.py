@@ -140,8 +140,8 @@ from .me import GaussianMixture, stratified_elbo
 from .networks import GaussianEncoder
 from .registry import register
 
+WARM_STARTS = (False, True, "none", "copy", "trunk")
 MAX_GRADIENT_SCALE = 1e6  # 1 / (eps (1 - eps)) is capped: below eps ~ 1e-6 the gradient shrinks again
-MAX_WEIGHT_GRADIENT = 10.0  # nats: |d ELBO / d eps| per example, as the weight head sees it
 
 
 class _PreconditionLogit(torch.autograd.Function):
@@ -158,8 +158,7 @@ class _PreconditionLogit(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (scale,) = ctx.saved_tensors
-        bound = MAX_WEIGHT_GRADIENT / grad.shape[0]
-        return (grad * scale).clamp(-bound, bound)
+        return grad * scale
 
 
 def precondition_logit(logit: torch.Tensor) -> torch.Tensor:
@@ -191,8 +190,8 @@ def stage_starts(num_components: int, num_epochs: int, first_stage: float = 0.5)
 class RME(EncoderModel):
     def __init__(self, net, latent_dim, likelihood, num_train, m: int = 2,
                  divergence_weight: float = 0.5, divergence_cap: float = 20.0,
-                 init_weight: float = 0.01, first_stage: float = 0.5,
-                 precondition_weights: bool = True, warm_start: bool = False):
+                 init_weight: float = 0.5, first_stage: float = 0.5, weight_delay: float = 0.0,
+                 precondition_weights: bool = True, warm_start: bool | str = "copy"):
         super().__init__(net, latent_dim, likelihood, num_train)
         if m < 1:
             raise ValueError(f"a mixture needs at least one component, got m={m}")
@@ -204,12 +203,18 @@ class RME(EncoderModel):
             raise ValueError(f"init_weight must be in (0, 1), got {init_weight}")
         if not 0 < first_stage < 1:
             raise ValueError(f"first_stage must be in (0, 1), got {first_stage}")
+        if not 0 <= weight_delay < 1:
+            raise ValueError(f"weight_delay must be in [0, 1), got {weight_delay}")
+        self.weight_delay = float(weight_delay)
+        self.weights_learn = True  # False while joining components warm up (weight_delay)
         self.num_components = int(m)
         self.divergence_weight = float(divergence_weight)
         self.divergence_cap = float(divergence_cap)
         self.first_stage = float(first_stage)
         self.precondition_weights = bool(precondition_weights)
-        self.warm_start = bool(warm_start)
+        if warm_start not in WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {warm_start!r}")
+        self.warm_start = "copy" if warm_start is True else ("none" if warm_start is False else warm_start)
         # component 0 is the base encoder every method shares (common random numbers, methods.base)
         self.components = nn.ModuleList(
             [self.base_encoder()] + [GaussianEncoder(net, latent_dim) for _ in range(m - 1)])
@@ -227,11 +232,17 @@ class RME(EncoderModel):
         active = [j for j, start in enumerate(starts) if start <= epoch]
         current = max(starts[j] for j in active)
         previous = int(self.num_active)
-        if self.warm_start and 0 < previous < len(active):
-            # the components joining now start from the latest trained one; fresh weight heads
-            source = self.components[previous - 1].state_dict()
+        if self.warm_start != "none" and 0 < previous < len(active):
+            # the components joining now start from the latest trained one ("copy") or from its
+            # trunk with their own fresh head ("trunk"); fresh weight heads either way
+            source = self.components[previous - 1]
             for j in range(previous, len(active)):
-                self.components[j].load_state_dict(source)
+                part = "trunk" if self.warm_start == "trunk" else None
+                target = getattr(self.components[j], part) if part else self.components[j]
+                target.load_state_dict((getattr(source, part) if part else source).state_dict())
+        later = [start for start in starts if start > current]
+        stage_end = min(later) if later else num_epochs
+        self.weights_learn = epoch >= current + math.floor(self.weight_delay * (stage_end - current))
         self.set_stage(len(active), [j for j in active if starts[j] == current])
 
     def model_complete(self, epoch: int, num_epochs: int) -> bool:
@@ -247,7 +258,7 @@ class RME(EncoderModel):
         for j, component in enumerate(self.components):
             component.requires_grad_(j in self.trainable)
         for j, head in enumerate(self.weight_heads, start=1):
-            head.requires_grad_(j in self.trainable)
+            head.requires_grad_(j in self.trainable and self.weights_learn)
 
     # ------------------------------------------------------------------ the mixture
 
