@@ -1,129 +1,42 @@
 """RME: recursive mixture estimation for the VAE encoder (Kim & Pavlovic, NeurIPS 2020,
-"Recursive inference for variational autoencoders"), as we implement it.
+"Recursive inference for variational autoencoders").
 
-Sources. What we could read of the RME paper is its abstract and the public reviews
-(https://proceedings.neurips.cc/paper_files/paper/2020/hash/e3844e186e6eb8736e9f53c0c5889527-Abstract.html,
-https://papers.nips.cc/paper_files/paper/2020/file/e3844e186e6eb8736e9f53c0c5889527-Review.html). The
-abstract: the mixture is augmented recursively with new components "so as to maximally reduce the
-divergence between the variational and the true posteriors"; by the functional gradient approach
-"the new component has to improve the data likelihood (lower bound) and, at the same time, be as
-divergent from the current mixture distribution as possible". The reviews: the derivation "results
-in an objective for the current component that trades off between the ELBO and a KL from the
-current approximate posterior", and the paper shows against boosted VI that "the KL, rather than
-entropy, is useful for mixture estimation". We found neither the full text (arXiv 2006.08735)
-nor the authors' code (none in the code index; paperswithcode: "No code implementations yet"), so
-the trade-off's form and weight, the mixing-weight parameterisation and the schedule below are our
-choices, marked as such.
+From the paper (we could read its abstract and public reviews, not the full text or code; see
+https://proceedings.neurips.cc/paper_files/paper/2020/hash/e3844e186e6eb8736e9f53c0c5889527-Abstract.html
+and its Review.html): the encoder is a mixture grown recursively, q^(s) = (1 - eps_s) q^(s-1) +
+eps_s h_s, and by the functional-gradient argument "the new component has to improve the data
+likelihood (lower bound) and, at the same time, be as divergent from the current mixture
+distribution as possible": an objective that "trades off between the ELBO and a KL from the current
+approximate posterior". Everything else below is our choice, each a constructor parameter.
 
-Model (our parameterisation). M amortized Gaussian components h_0..h_{M-1}, each a full VAE
-encoder (GaussianEncoder), mixed recursively: q^(0) = h_0 and, for s = 1..M-1,
+Model. M Gaussian encoders h_0..h_{M-1} (h_0 the shared base encoder, methods.base); amortized
+weights eps_s(x) = sigmoid(w_s^T f_s(x) + b_s) on component s's trunk features (read without
+gradient); alpha_0 = prod_s (1 - eps_s), alpha_j = eps_j prod_{s>j} (1 - eps_s). `mixing_weights(x)`
+gives alpha(x) (B, M); `diagnostics(x)` their batch means (`weight_j`), kept in each record.
 
-    q^(s)(z|x) = (1 - eps_s(x)) q^(s-1)(z|x) + eps_s(x) h_s(z|x),
-    eps_s(x) = sigmoid(w_s^T f_s(x) + b_s)
-
-with f_s(x) component s's own trunk features, read by the weight head without gradient (the
-component's networks learn from its criterion only, below). Unrolled, alpha_0 = prod_{s>=1}
-(1 - eps_s) and alpha_j = eps_j prod_{s>j} (1 - eps_s): the weights sum to one by construction.
-A new weight head starts at w_s = 0, b_s = logit(init_weight), init_weight = 0.01. The final
-mixture is the encoder (posterior / IWAE proposal: methods.me.GaussianMixture);
-`mixing_weights(x)` gives the per-example weights alpha(x), (B, M), zero for components that
-have not joined yet (`diagnostics(x)`: their batch means, `weight_j`). Component 0 is the base
-encoder every method shares (`base_encoder()`: same initial weights as the VAE's).
-
-The component criterion (from the paper, with our bounded form). For the KL(q || p(z|x)) of a
-mixture, the functional gradient at q in the direction of a new density h gives the criterion
-E_h[log p(x, z) - log q(z|x)] = ELBO(h) + KL(h || q): the data bound plus the divergence from the
-current mixture, trade-off exactly 1. As it stands it is unbounded whenever q is narrower than the
-posterior in some direction (log p falls slower than log q rises), and it was our earlier
-implementation's failure: dividing the mixture-ELBO gradient of h_s by its weight gave h_s
-E_h[log p - log q^(s)], whose divergence part is bounded only by log(1/eps_s); a component pushed
-away loses weight, which loosens the bound, which pushes it further. Measured (d = 10, 10k MNIST
-images, 5 epochs of batch 32): h_1 ended 8.5 std from h_0 and 7x narrower, eps_1 = 0 on every
-test image (logit about -29), and the mixture's test IWAE equalled h_0's alone. On the bimodal
-toy of the tests (modes at -3 and +3, std 0.6) even a down-weighted plain KL misplaces the
-component: maximising log p - lam log q over h's mean puts it at 3 (1 + lam) / (1 - lam), i.e. 9
-for lam = 1/2 (Gaussian tails make the KL grow quadratically with distance).
-
-So the new component h_s maximises
-
-    C_s(h) = ELBO(h) + lam * D_c(h || q^(s-1)),
-    D_c(h || q) = KL(h || (1 - e^-c) q + e^-c h) = E_h[-log((1 - e^-c) e^{-(log h - log q)} + e^-c)],
-
-with lam = `divergence_weight` (default 0.5, must lie in [0, 1]) and c = `divergence_cap`
-(default 20 nats). D_c is a KL from the current mixture with the per-sample log-ratio
-log h - log q softly clipped at c: it is KL(h || q) where h and q overlap (log-ratio << c), it
-stops growing once h's samples are c nats more likely under h than under q, 0 <= D_c <= c, and
-D_c -> KL(h || q) as c -> infinity. Hence C_s(h) <= log p(x) + lam c: no runaway; and the
-maximiser's own ELBO is within lam c nats (10 by default) of the best single Gaussian's: lam c is
-what the new component may give up of its bound to differ from the current mixture. lam = 1 is the
-functional-gradient criterion itself, against the mixture that h would form at weight e^-c;
-lam = 0 trains a fresh encoder with no diversity term. For any lam < 1, if the current mixture
-already is the posterior then h = q maximises C_s (C_s(h) <= log p(x) - (1 - lam) KL(h || p)):
-diversity is bought only where the mixture misses posterior mass. The defaults are our choice:
-lam = 1/2 counts the divergence half as much as the bound (midway between a fresh encoder and the
-functional-gradient criterion); c = 20 nats lets the push reach about sqrt(2c) = 6 std of a
-Gaussian q (on the toy, from the first mode past the midpoint, whence the ELBO takes the component
-to the second mode) and caps the trade at 10 nats of ELBO. Toy runs, a component on each mode:
-with the test's 150 steps per stage, seeds 0-4, defaults 4/5 (in the fifth the first stage had
-not left the midpoint) and lam = 0 1/5; in a 6-seed run at 300 steps per stage, defaults and
-lam = 1 6/6, lam = 0 1/6, c = 5 3/6 (the push stops short of the midpoint), warm_start 0/6.
-Not tuned on MNIST.
-
-Gradients (our routing). One Adam optimiser, one loss whose value is minus the mixture's ELBO (the
-stratified estimator of methods.me: one reparameterised sample per component), but whose gradient
-reaches each parameter group from its own objective:
-- the decoder gets the mixture-ELBO gradient, in every stage (the generative model keeps learning);
-- the weight heads of the components in training get the mixture-ELBO gradient, i.e. the weights
-  are learned on the mixture's ELBO (frozen heads get none). With `precondition_weights`
-  (default) the gradient reaching eps_s's logit is divided by eps_s (1 - eps_s) (an identity in
-  the forward pass; the factor capped at 1e6): the head follows d ELBO / d eps, which does not
-  vanish as eps_s -> 0 (through the sigmoid it does, and a weight pushed to ~0 while the new
-  component was still bad never came back). Per example that is clipped to +-10 nats
-  (MAX_WEIGHT_GRADIENT): a fresh component starts thousands of nats worse, and those first
-  gradients filled Adam's second moment so that the head then moved ~1e-5 per step (synthetic
-  28x28 run, d = 10). Both keep each example's gradient sign, hence its stationary point. The
-  mixture ELBO is concave in eps, and d ELBO / d eps = E_h[log p - log q_eps] - E_q[...] is
-  ELBO(h) + KL(h || q) - ELBO(q) at eps -> 0 (and at most ELBO(h) + log(1/eps) - ELBO(q) for
-  disjoint h and q): a component that explains posterior mass the mixture misses gains weight
-  from any small value; for disjoint components the optimum is eps = sigmoid(ELBO(h) - ELBO(q))
-  per example, so a component a few nats worse than the mixture on an image gets ~0 weight there;
-- each component in training gets the gradient of its criterion C_s only (its own sample, log p
-  with the decoder's gradient cancelled, log h, and the frozen reference mixture), at full
-  strength whatever its weight (earlier we had it through the mixture ELBO, scaled by alpha_s,
-  and rescaled that by 1 / alpha_s: the runaway above).
-In the first stage (component 0 alone) the loss is the one-component ELBO, a VAE's with a
-Monte Carlo KL. The cost is one decoder pass per active component plus one per component in
-training.
-
-Schedule (our choice), through `on_epoch_start(epoch, num_epochs)`: component 0 trains alone for
-the first `first_stage` = 1/2 of the epochs, and component j >= 1 joins at epoch
-start_j = floor(E (1/2 + (j - 1) / (2 (M - 1)))), evenly spaced over the second half: the boosting
-needs a trained base encoder and decoder before freezing it (with the equal split floor(j E / M) a
-6-epoch MNIST run froze h_0 after one epoch, still on the mean-image plateau). For the 100-epoch
-profile: [0, 50] for M = 2, [0, 50, 62, 75, 87] for M = 5; for 5 epochs: [0, 2] and
-[0, 2, 3, 3, 4]. At an epoch the mixture holds the components with start_j <= epoch; those with
-the latest start are in training (requires_grad True, with their weight heads), earlier ones are
-frozen (requires_grad_(False): no gradient, Adam skips them), later ones are not in the mixture
-yet; the last component trains until the end. Components sharing a start epoch (fewer epochs than
-stages: M = 5 over 2 epochs trains 1-4 together in epoch 1; 1 epoch: all five at once) train
-together, component j against the recursive mixture of components 0..j-1 (held fixed in its
-criterion); without any call to the hook (a model used outside the trainer) all M components are
-in the mixture and in training that way. The number of components in the mixture is a buffer
-(`num_active`) in the state dict: restoring saved weights restores the mixture that was validated.
-
-Early stopping and model selection (our choice): `model_complete(epoch, num_epochs)` is False
-until the last component has joined. The trainer neither stops early after such an epoch (with the
-paper profile's patience of 10, a VAE plateau in the 50-epoch first stage would otherwise end an
-RME run before any mixture exists) nor keeps its weights as the best: the best-validation epoch is
-chosen among epochs with all M components, so a reported RME(M) is always an M-component mixture
-(choosing a first-stage epoch would report a VAE under RME's name; a mixture that trails its first
-component shows as such). `warm_start` (default False): a joining component starts as a copy of
-the latest trained one (fresh weight head), so the enlarged mixture starts exactly at the previous
-one; D_c has zero gradient at h = q and the copy mostly stays a refreshed copy of its predecessor
-for the moving decoder (on the bimodal toy it never finds the second mode), hence off by default.
-
-Short budgets handicap RME: each stage's component gets only part of the epochs and frozen
-components go stale while the decoder learns.
+Objectives (one Adam, one loss whose value is minus the mixture ELBO, gradients routed):
+- the new component h_s maximises C_s(h) = ELBO(h) + lam D_c(h || q^(s-1)), with D_c the KL to
+  the mixture softly capped at c nats (`capped_divergence`): bounded, so it cannot run away
+  (lam = 1 with no cap is the unbounded functional-gradient criterion, our earlier bug: h_1 ended
+  8.5 std away with weight 0). `divergence_weight` lam = 0.5, `divergence_cap` c = 20 nats;
+- the weights learn on the mixture ELBO (`precondition_weights`: their gradient divided by
+  eps (1 - eps), an unbiased rescaling, so it does not vanish at small eps; no clip: a per-example
+  clip biased it against the finite-difference gradient on MNIST and drove eps_1 to ~1e-8);
+- the decoder learns on the mixture ELBO in every stage; earlier components are frozen.
+Schedule (`on_epoch_start`): h_0 alone for the first `first_stage` = 1/2 of the epochs, the
+others joining evenly over the rest (`stage_starts`); `model_complete` is False until the last
+joins, so the trainer neither stops early (paper profile: patience 10 inside a 50-epoch first
+stage) nor selects an epoch without all M components.
+Joining (`warm_start` = "copy", `init_weight` = 0.5): a new component starts as a copy of the
+latest, at weight 1/2, so the stage starts exactly at the previous mixture; the criterion then
+moves it away from the frozen one as the decoder moves. Measured on MNIST (d = 10, 8k images,
+4 epochs, batch 64): a fresh random component ("none", weight 0.01) stayed 45-100 nats worse for
+most of its stage and its weight fell to ~1e-5 without recovering once it had caught up; the copy
+at 1/2 ended with weights ~0.09 / 0.91 (the copy's ELBO 254 against h_0's 165 on 300 test
+images: the frozen component had gone stale).
+"none" explores more: on the bimodal toy of the tests only a fresh component finds the second
+mode (a copy sits where the divergence has no gradient). "trunk" copies the trunk only;
+`weight_delay` holds the new weights fixed for that share of their stage.
 """
 
 from __future__ import annotations
