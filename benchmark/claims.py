@@ -10,9 +10,14 @@ Tests (alpha = 0.01, the paper's):
   splits both rows have (every method sees the same splits, so the pairs are real); n = shared
   splits. `no_better_on_average` pools: per (column, split) the mean of A's variants minus B,
   one paired t-test over those (column, split) pairs; n = pairs.
-- between two rows of a timing table: timings.json holds one mean per (column, row) and no
-  repeats, so the pairs are the columns (datasets): a paired t-test on log(ms) over the columns
-  both rows have; n = columns; the effect is the geometric mean of the ratios A / B.
+- between two rows of a timing table: per column both rows were timed in, Welch's t-test
+  (scipy.stats.ttest_ind, equal_var=False) on log(ms) over the timed passes (timings.json's
+  "ms_per_pass": each pass's ms per batch); n = passes per row; the effect is the ratio of the
+  mean times A / B (the table's cells). A timings.json without per-pass times (written before
+  they were stored), or with fewer than 2 passes in some cell of the claim's rows, falls back to
+  pairing the columns (datasets): a paired t-test on log(ms per batch) over the columns both rows
+  have, one test per pair of rows; n = columns; the effect is the geometric mean of the ratios
+  A / B. The test line says which.
 - a correlation (Figure 1): the Spearman rho and its two-sided p as benchmark.figures wrote them.
 
 Each comparison of A with B (A - B: nats, or log ms) is one of
@@ -23,8 +28,10 @@ Each comparison of A with B (A - B: nats, or log ms) is one of
 - unclear: p > alpha at low power, or n < 2 (no test);
 - best (best_or_tied only): A has the column's highest mean.
 Minimum detectable effect (two-sided, alpha, 80% power) of a paired test over n pairs:
-(t_{1-alpha/2, n-1} + t_{0.8, n-1}) * sd_diff / sqrt(n); for a correlation, the rho whose Fisher z
-is (z_{1-alpha/2} + z_{0.8}) * sqrt(1.06 / (n - 3)) (Fieller's variance for Spearman's rho).
+(t_{1-alpha/2, n-1} + t_{0.8, n-1}) * sd_diff / sqrt(n); of Welch's test, the same with
+sqrt(s_A^2 / n_A + s_B^2 / n_B) for sd_diff / sqrt(n) and the Welch-Satterthwaite df for n - 1;
+for a correlation, the rho whose Fisher z is (z_{1-alpha/2} + z_{0.8}) * sqrt(1.06 / (n - 3))
+(Fieller's variance for Spearman's rho).
 
 Verdicts per kind (A, B: the claim's rows; a family means each of its rows in the table; every
 comparison is per column unless said otherwise):
@@ -185,11 +192,16 @@ class Comparison:
     status: str  # above | below | tie | unclear | best
 
 
+def _mde_t(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true difference a two-sided t-test with standard error `se` and `df` degrees of
+    freedom detects at `alpha` with probability `power`."""
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+
+
 def min_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Smallest mean paired difference a two-sided paired t-test over n pairs detects at `alpha`
     with probability `power`: (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)."""
-    df = n - 1
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+    return _mde_t(sd / math.sqrt(n), n - 1, alpha, power)
 
 
 def min_detectable_rho(n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
@@ -215,6 +227,35 @@ def paired(x, y, label: str, tolerance: float | None, alpha: float = ALPHA) -> C
     mde = min_detectable_effect(sd, n, alpha)
     if p <= alpha:
         status = "above" if effect > 0 else "below"
+    elif tolerance is not None and mde <= tolerance:
+        status = "tie"
+    else:
+        status = "unclear"
+    return Comparison(label, n, effect, p, mde, status)
+
+
+def welch(x, y, label: str, tolerance: float | None, alpha: float = ALPHA,
+          effect: float | None = None) -> Comparison:
+    """Welch's t-test (scipy.stats.ttest_ind, equal_var=False) of sample x against sample y
+    (independent draws, e.g. timed passes). n = the smaller sample; the status's direction is that
+    of mean(x) - mean(y), the tested difference; `effect` is what is reported (default: that
+    difference)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = min(len(x), len(y))
+    diff = float(x.mean() - y.mean()) if n else math.nan
+    effect = diff if effect is None else float(effect)
+    if n < 2:
+        return Comparison(label, n, effect, None, None, "unclear")
+    vx, vy = float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y)
+    se = math.sqrt(vx + vy)
+    if se == 0:  # ttest_ind is undefined: the difference is exactly known
+        p, df = (1.0 if diff == 0 else 0.0), len(x) + len(y) - 2
+    else:
+        p = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+        df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    mde = _mde_t(se, df, alpha)
+    if p <= alpha:
+        status = "above" if diff > 0 else "below"
     elif tolerance is not None and mde <= tolerance:
         status = "tie"
     else:
@@ -480,19 +521,37 @@ def timings_path(results_dir, profile: str, table: str) -> Path:
 
 
 def read_timings(path: Path) -> dict | None:
-    """{(dataset, dim): {row label: ms}} from a timing table's timings.json, or None."""
+    """{(dataset, dim): {row label: ms per pass (a list), or the mean ms when the file has no
+    per-pass times}} from a timing table's timings.json ("ms_per_pass", else "ms_per_batch"), or
+    None."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        raw = json.loads(path.read_text())["ms_per_batch"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        data = json.loads(path.read_text())
+        raw = data["ms_per_batch"]
+        per_pass = data.get("ms_per_pass") or {}
+        out = {}
+        for key in list(raw) + [k for k in per_pass if k not in raw]:
+            ds, _, dim = key.rpartition("/d")
+            cells = {label: float(ms) for label, ms in raw.get(key, {}).items()}
+            for label, passes in per_pass.get(key, {}).items():
+                if isinstance(passes, list) and passes:
+                    cells[label] = [float(ms) for ms in passes]
+            out[(ds, int(dim))] = cells
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+            UnicodeDecodeError):
         return None
-    out = {}
-    for key, cells in raw.items():
-        ds, _, dim = key.rpartition("/d")
-        out[(ds, int(dim))] = dict(cells)
     return out
+
+
+def _passes(cell) -> list[float] | None:
+    return [float(v) for v in cell] if isinstance(cell, list | tuple) else None
+
+
+def _mean_ms(cell) -> float:
+    passes = _passes(cell)
+    return float(np.mean(passes)) if passes is not None else float(cell)
 
 
 def evaluate_timing(claim: Claim, spec, timings: dict | None, tolerance: float | None,
@@ -505,24 +564,44 @@ def evaluate_timing(claim: Claim, spec, timings: dict | None, tolerance: float |
     all_columns = [(ds, dim) for ds in spec.datasets for dim in spec.dims]
     columns = [c for c in all_columns if c in timings]
     log_tol = None if tolerance is None else math.log(tolerance)
-    comps, lacking = [], []
+    pairs, lacking = [], []
     for ra in a_rows:
         for rb in b_rows:
             cols = [c for c in columns if ra.label in timings[c] and rb.label in timings[c]]
-            if not cols:
+            if cols:
+                pairs.append((ra, rb, cols))
+            else:
                 lacking.append(f"{ra.label} vs {rb.label}")
-                continue
-            x = [math.log(timings[c][ra.label]) for c in cols]
-            y = [math.log(timings[c][rb.label]) for c in cols]
-            label = (f"{ra.label} / " if len(a_rows) > 1 else "") + f"vs {rb.label}"
-            comps.append(paired(x, y, label, log_tol, alpha))
-    if not comps:
+    if not pairs:
         return _not_run(claim, "no column timed " + ", ".join(lacking))
+    cells = [timings[c][r.label] for ra, rb, cols in pairs for c in cols for r in (ra, rb)]
+    counts = [len(p) if p is not None else 0 for p in map(_passes, cells)]
     note = f"{len(columns)} of {len(all_columns)} columns timed"
     if lacking:
         note += "; not timed: " + ", ".join(lacking)
-    test = (f"paired t on log(ms) over the columns (timings.json holds one mean per cell, no "
-            f"repeats), per row of B; effect = geometric-mean time ratio A/B ({note})")
+    comps = []
+    if min(counts) >= 2:  # per-pass times: one Welch test per column and pair of rows
+        for ra, rb, cols in pairs:
+            for c in cols:
+                a, b = _passes(timings[c][ra.label]), _passes(timings[c][rb.label])
+                label = _column_label(c) + (f" {ra.label}" if len(a_rows) > 1 else "") + \
+                    f" vs {rb.label}"
+                comps.append(welch(np.log(a), np.log(b), label, log_tol, alpha,
+                                   effect=math.log(np.mean(a) / np.mean(b))))
+        lo, hi = min(counts), max(counts)
+        test = (f"Welch t (scipy ttest_ind, equal_var=False) on log(ms) over the timed passes, "
+                f"per column and row of B; n = passes per row ({lo if lo == hi else f'{lo}-{hi}'})"
+                f"; effect = ratio of mean times A/B ({note})")
+        return _judge(claim, comps, test, "ratio")
+    for ra, rb, cols in pairs:  # fallback: the columns are the pairs
+        x = [math.log(_mean_ms(timings[c][ra.label])) for c in cols]
+        y = [math.log(_mean_ms(timings[c][rb.label])) for c in cols]
+        label = (f"{ra.label} / " if len(a_rows) > 1 else "") + f"vs {rb.label}"
+        comps.append(paired(x, y, label, log_tol, alpha))
+    why = ("timings.json holds no per-pass times" if not max(counts)
+           else "some cell has fewer than 2 timed passes")
+    test = (f"paired t on log(ms) over the columns ({why}: one mean per cell), per row of B; "
+            f"n = columns ({_n_text(comps)}); effect = geometric-mean time ratio A/B ({note})")
     return _judge(claim, comps, test, "ratio")
 
 
@@ -581,8 +660,8 @@ def evaluate(claim_set: ClaimSet, spec=None, *, records: list[dict] | None = Non
              timings: dict | None = None, results_dir=".", alpha: float = ALPHA,
              timing_source: str = "timings.json") -> list[ClaimResult]:
     """A result per claim of `claim_set`: log-likelihood claims from `records` (run records),
-    timing claims from `timings` ({(dataset, dim): {row label: ms}}), correlations from their
-    `source` file under `results_dir`."""
+    timing claims from `timings` ({(dataset, dim): {row label: ms, or the list of per-pass ms}}:
+    read_timings), correlations from their `source` file under `results_dir`."""
     best = None
     out = []
     for claim in claim_set.claims:
@@ -621,9 +700,11 @@ RULES = (
     "test significant at alpha (or a tie shown with enough power, for a claim of strict "
     "superiority) goes against the claim; underpowered = neither, with the smallest effect this "
     "n could detect (two-sided, 80% power). A non-significant difference is a tie only when "
-    "that smallest detectable effect is within the tie tolerance ({tol}). Tests between rows are paired: "
-    "over the splits both rows share, or for times over the columns both were timed in. The "
-    "rules per kind are in benchmark/claims.py."
+    "that smallest detectable effect is within the tie tolerance ({tol}). Tests between rows of "
+    "a log-likelihood table are paired over the splits both rows share; between rows of a timing "
+    "table, per column a Welch t-test over the timed passes (for a timings file without "
+    "per-pass times, paired over the columns both were timed in; the test column says which). "
+    "The rules per kind are in benchmark/claims.py."
 )
 HEADERS = ["claim", "test", "n", "effect", "p", "verdict", "detail"]
 

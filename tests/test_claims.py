@@ -216,6 +216,116 @@ def test_one_timed_column_is_no_test_and_no_timings_is_not_run():
     assert claims.evaluate_timing(faster, TABLE3, None, 1.1).verdict == "not run"
 
 
+JITTER = np.exp(np.random.default_rng(3).normal(0, 0.01, (len(PAPER_MS), 5)))  # ~1% per pass
+
+
+def per_pass_timings(ms=None, jitter=JITTER) -> dict:
+    """MNIST only, 5 timed passes per row: the paper's MNIST time times ~1% pass-to-pass noise."""
+    ms = ms or {label: v[0] for label, v in PAPER_MS.items()}
+    return {("mnist", 50): {label: list(m * jitter[i]) for i, (label, m) in enumerate(ms.items())}}
+
+
+def welch_by_hand(a, b, tol=1.1):
+    """Welch's p and minimum detectable effect (log scale) for per-pass times a, b."""
+    x, y = np.log(a), np.log(b)
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    mde = (stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(0.8, df)) * math.sqrt(vx + vy)
+    return stats.ttest_ind(x, y, equal_var=False).pvalue, mde
+
+
+def test_per_pass_timings_give_a_welch_test_per_column_on_one_dataset(tmp_path):
+    passes = per_pass_timings()
+    path = claims.timings_path(tmp_path, "smoke", "table3")
+    write_json_atomic(path, {  # the format benchmark.timing writes
+        "ms_per_batch": {"mnist/d50": {k: float(np.mean(v)) for k, v in passes["mnist", 50].items()}},
+        "ms_per_pass": {"mnist/d50": passes["mnist", 50]}})
+    timings = claims.read_timings(path)
+    assert timings == passes
+    cell = timings["mnist", 50]
+    faster = claim("faster_than", ["gpvae-default"], ["sa-k2", "sa-k4", "sa-k8"])
+    res = claims.evaluate_timing(faster, TABLE3, timings, 1.1)
+    assert res.verdict == "reproduced" and res.n == 5 and len(res.comparisons) == 3
+    assert [c.status for c in res.comparisons] == ["below"] * 3
+    assert [c.label for c in res.comparisons] == ["MNIST d50 vs SA(2)", "MNIST d50 vs SA(4)",
+                                                   "MNIST d50 vs SA(8)"]
+    ps = {b: welch_by_hand(cell["GPVAE"], cell[b])[0] for b in ("SA(2)", "SA(4)", "SA(8)")}
+    weakest = max(ps, key=ps.get)  # the deciding comparison (an intersection-union test)
+    assert res.p == pytest.approx(ps[weakest]) and res.p < ALPHA
+    assert res.effect == pytest.approx(np.mean(cell["GPVAE"]) / np.mean(cell[weakest]))
+    assert "Welch t (scipy ttest_ind, equal_var=False) on log(ms)" in res.test
+    assert "n = passes per row (5)" in res.test and "1 of 5 columns timed" in res.test
+    slower = claim("not_faster_than", ["gpvae-default"], ["iaf"])
+    res = claims.evaluate_timing(slower, TABLE3, timings, 1.1)
+    assert res.verdict == "reproduced" and [c.status for c in res.comparisons] == ["above"] * 4
+
+
+def test_per_pass_timings_on_par_are_a_tie_at_power_and_underpowered_when_noisy():
+    ms = {label: v[0] for label, v in PAPER_MS.items()}
+    timings = per_pass_timings(ms)
+    gpvae = timings["mnist", 50]["GPVAE"]
+    timings["mnist", 50]["IAF(8)"] = [1.005 * t for t in gpvae[::-1]]  # on par within the noise
+    slower = claim("not_faster_than", ["gpvae-default"], ["iaf-k8"])
+    res = claims.evaluate_timing(slower, TABLE3, timings, 1.1)
+    (comp,) = res.comparisons
+    p, mde = welch_by_hand(gpvae, timings["mnist", 50]["IAF(8)"])
+    assert comp.status == "tie" and comp.p == pytest.approx(p) and p > ALPHA
+    assert comp.mde == pytest.approx(mde) and mde <= math.log(1.1)
+    assert res.verdict == "reproduced" and res.effect == pytest.approx(1 / 1.005)
+    # "faster than" is contradicted by a tie shown at power
+    faster = claim("faster_than", ["gpvae-default"], ["iaf-k8"])
+    assert claims.evaluate_timing(faster, TABLE3, timings, 1.1).verdict == "contradicted"
+    # 20% pass-to-pass noise: no significant gap, but too little power to call it a tie
+    noisy = per_pass_timings(ms, jitter=JITTER ** 20)
+    noisy["mnist", 50]["IAF(8)"] = [1.005 * t for t in noisy["mnist", 50]["GPVAE"][::-1]]
+    res = claims.evaluate_timing(slower, TABLE3, noisy, 1.1)
+    p, mde = welch_by_hand(noisy["mnist", 50]["GPVAE"], noisy["mnist", 50]["IAF(8)"])
+    assert res.verdict == "underpowered" and res.p == pytest.approx(p) and p > ALPHA
+    assert res.mde == pytest.approx(mde) and mde > math.log(1.1)
+    assert f"could detect a ratio of x{math.exp(-mde):.2f} or x{math.exp(mde):.2f}" in res.verdict_text
+
+
+def test_old_timings_files_fall_back_to_pairing_the_columns(tmp_path):
+    path = claims.timings_path(tmp_path, "smoke", "table3")
+    write_json_atomic(path, {"ms_per_batch": {f"{ds}/d50": cells
+                                              for (ds, _), cells in paper_timings().items()}})
+    timings = claims.read_timings(path)
+    assert timings == paper_timings()
+    faster = claim("faster_than", ["gpvae-default"], ["sa-k2", "sa-k4", "sa-k8"])
+    res = claims.evaluate_timing(faster, TABLE3, timings, 1.1)
+    assert res.verdict == "reproduced" and res.n == 5
+    assert "paired t on log(ms) over the columns (timings.json holds no per-pass times" in res.test
+    assert "n = columns (5)" in res.test
+    logs = {k: np.log(v) for k, v in PAPER_MS.items()}
+    assert res.p == pytest.approx(stats.ttest_rel(logs["GPVAE"], logs["SA(2)"]).pvalue)
+    # a single timed pass per cell is no sample: the same fallback, said so
+    one = {col: {k: [v] for k, v in cells.items()} for col, cells in paper_timings().items()}
+    res = claims.evaluate_timing(faster, TABLE3, one, 1.1)
+    assert res.verdict == "reproduced" and "fewer than 2 timed passes" in res.test
+    assert res.p == pytest.approx(stats.ttest_rel(logs["GPVAE"], logs["SA(2)"]).pvalue)
+
+
+def test_time_inference_returns_one_time_per_pass_after_warm_up():
+    from benchmark import timing
+
+    class Model:
+        calls = 0
+
+        def eval(self):
+            pass
+
+        def prepare_inference(self):
+            pass
+
+        def infer(self, x):
+            Model.calls += 1
+
+    batches = [np.zeros(1)] * 3
+    ms = timing.time_inference(Model(), batches, repeats=4)
+    assert len(ms) == 4 and all(t > 0 for t in ms)
+    assert Model.calls == 4 * (timing.WARMUP_PASSES + 1) * len(batches)
+
+
 def test_spearman_claim():
     c = claim("correlation_positive", source="figures/figure1_spearman.json")
     res = claims.evaluate_correlation(c, {"spearman_rho": 0.42, "p_value": 1e-6, "n": 200})
@@ -354,6 +464,23 @@ def test_table3_claims_from_stored_timings(tmp_path, capsys):
     assert verdicts(md) == {"gpvae-faster-than-sa": "reproduced",
                             "gpvae-not-faster-than-iaf": "reproduced"}
     assert not (tmp_path / "tables" / "table3.md").exists()  # --collect --claims times nothing
+
+
+def test_table3_claims_from_per_pass_timings_of_mnist_alone(tmp_path, capsys):
+    path = claims.timings_path(tmp_path, "smoke", "table3")
+    labels = {r.label for r in TABLE3.rows}
+    cells = {k: v for k, v in per_pass_timings()["mnist", 50].items() if k in labels}
+    write_json_atomic(path, {"ms_per_batch": {"mnist/d50": {k: float(np.mean(v))
+                                                            for k, v in cells.items()}},
+                             "ms_per_pass": {"mnist/d50": cells}})
+    rc = main(["--table", "3", "--profile", "smoke", "--collect", "--claims",
+               "--results-dir", str(tmp_path), "--data-root", str(tmp_path / "none")])
+    assert rc == 0
+    md = (tmp_path / "tables" / "table3_claims.md").read_text()
+    assert md in capsys.readouterr().out
+    assert verdicts(md) == {"gpvae-faster-than-sa": "reproduced",
+                            "gpvae-not-faster-than-iaf": "reproduced"}
+    assert "Welch t (scipy ttest_ind, equal_var=False)" in md and "MNIST d50 vs SA(8)" in md
 
 
 @pytest.mark.parametrize("args,needle", [
