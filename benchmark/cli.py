@@ -128,10 +128,31 @@ def _csv(value: str | None, cast=str) -> set | None:
     return None if value is None else {cast(v.strip()) for v in value.split(",") if v.strip()}
 
 
+def _dims(value: str | None, table_dims) -> set | None:
+    """--dims as a set of the table's latent sizes; anything else is a usage error."""
+    if value is None:
+        return None
+    try:
+        dims = _csv(value, int)
+    except ValueError:
+        raise UsageError(f"--dims {value}: expected comma-separated integers, e.g. 10,50") from None
+    unknown = sorted(dims - set(table_dims))
+    if unknown:
+        raise UsageError(f"--dims: {unknown[0]} is not a latent size of this table; its sizes: "
+                         + ", ".join(str(d) for d in table_dims))
+    return dims
+
+
 def _resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: only cpu and cuda are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
     return name
 
@@ -240,7 +261,7 @@ def run(args) -> int:
         if ds not in spec.datasets:
             raise UsageError(f"dataset {ds!r} is not in {spec.name}; its datasets: "
                              + ", ".join(spec.datasets))
-    dims = _csv(args.dims, int)
+    dims = _dims(args.dims, spec.dims)
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     device = _resolve_device(args.device)

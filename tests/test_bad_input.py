@@ -27,6 +27,9 @@ def run_main(capsys, *args):
         (["--table", "1", "--methods", "vae,bogus"], "unknown method 'bogus'"),
         (["--table", "4", "--methods", "vlae-t3"], "unknown method 'vlae-t3'"),
         (["--table", "1", "--datasets", "imagenet"], "dataset 'imagenet' is not in table1"),
+        (["--table", "1", "--dims", "ten"], "--dims ten: expected comma-separated integers"),
+        (["--table", "1", "--dims", "10,7"], "7 is not a latent size of this table"),
+        (["--table", "1", "--device", "tpu"], "--device tpu: not a torch device"),
         ([], "--table is required"),
     ],
 )
@@ -124,3 +127,12 @@ def test_cli_help_and_list():
                              capture_output=True, text=True, check=True).stdout
     for word in ("tables:", "methods:", "profiles:", "vae", "gpvae", "smoke", "quick", "paper"):
         assert word in listing
+
+
+def test_a_row_parameter_the_plugin_does_not_take_fails_when_the_spec_loads(capsys, tmp_path):
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("title: t\nmetric: test_iwae\ndatasets: [mnist]\ndims: [10]\n"
+                    "rows:\n  - {sa: {kk: 4}}\n")
+    rc, err = run_main(capsys, "--table", str(spec), "--profile", "smoke", "--dry-run")
+    assert rc == 2
+    assert len(err) == 1 and "method 'sa' takes no parameter 'kk'" in err[0], err
