@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from tabulate import tabulate
-from torch.utils.benchmark import Timer
 
 from methods import get_method
 from methods.likelihoods import make_likelihood
@@ -32,7 +31,6 @@ from .index_page import write_index
 from .records import write_json_atomic, write_text_atomic
 from .render import DATASET_LABELS
 from .specs import load_dataset_settings
-from .speed import device_name
 
 log = logging.getLogger("gpvae_bench")
 TIMING_METRICS = ("inference_ms",)
@@ -57,6 +55,8 @@ def test_batches(data, test_size: int | None, batch_size: int, device) -> list[t
 def time_inference(model, batches: list[torch.Tensor], repeats: int) -> list[float]:
     """Milliseconds per batch of model.infer in each of `repeats` timed passes over `batches`
     (each pass timed by its own Timer.timeit(1), which runs WARMUP_PASSES warm-up passes first)."""
+    from torch.utils.benchmark import Timer  # here: importing it prints a CUDA warning at start-up
+
     model.eval()
     model.prepare_inference()
 
@@ -148,6 +148,8 @@ def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
 
 def run_timing_table(spec, profile, args, device: str, methods, requested, dims) -> int:
     """What `reproduce.py --table N` does for a timing table; returns the exit code."""
+    from .speed import device_name  # speed imports torch.utils.benchmark: only when timing
+
     rows = [r for r in spec.rows if r.has_plugin and r.selected_by(methods)]
     datasets_ = [ds for ds in spec.datasets if requested is None or ds in requested]
     dims = sorted(dims) if dims else list(spec.dims)
