@@ -229,7 +229,12 @@ class RME(EncoderModel):
         z_mix = torch.stack(z_live).detach()  # (n, B, d): z_j ~ h_j
         log_p = self.log_joint(x, torch.cat([z_mix, torch.stack([z_live[j] for j in training])]))
         log_p_mix, log_p_live = log_p[:n], log_p[n:]
-        mixture_elbo = (q.weights.transpose(0, 1) * (log_p_mix - q.log_prob(z_mix))).sum(0)
+        # the weights' gradient is sum_j (d alpha_j) (log p - log q)(z_j): the term through log q
+        # has expectation zero (sum_j alpha_j E_{h_j}[d log q] = d of the integral of q) and is a
+        # heavy-tailed importance ratio h_j / q per sample, which under Adam drove the new weights to
+        # 0 on MNIST; so log q enters with its weights held (same value, unbiased gradient)
+        held = GaussianMixture(prefix[-1].detach(), fixed_means, fixed_stds)
+        mixture_elbo = (q.weights.transpose(0, 1) * (log_p_mix - held.log_prob(z_mix))).sum(0)
 
         criteria = torch.zeros_like(mixture_elbo)
         for k, j in enumerate(training):
