@@ -29,14 +29,19 @@ joins, so the trainer neither stops early (paper profile: patience 10 inside a 5
 stage) nor selects an epoch without all M components.
 Joining (`warm_start` = "copy", `init_weight` = 0.5): a new component starts as a copy of the
 latest, at weight 1/2, so the stage starts exactly at the previous mixture; the criterion then
-moves it away from the frozen one as the decoder moves. Measured on MNIST (d = 10, 8k images,
-4 epochs, batch 64): a fresh random component ("none", weight 0.01) stayed 45-100 nats worse for
-most of its stage and its weight fell to ~1e-5 without recovering once it had caught up; the copy
-at 1/2 ended with weights ~0.09 / 0.91 (the copy's ELBO 254 against h_0's 165 on 300 test
-images: the frozen component had gone stale).
-"none" explores more: on the bimodal toy of the tests only a fresh component finds the second
-mode (a copy sits where the divergence has no gradient). "trunk" copies the trunk only;
-`weight_delay` holds the new weights fixed for that share of their stage.
+moves it away from the frozen one. "none" (a fresh component) explores more: on the bimodal toy of
+the tests only a fresh component finds the second mode (a copy sits where the divergence has no
+gradient). "trunk" copies the trunk only; `weight_delay` holds the new weights fixed for that share
+of their stage. The weights' gradient holds the weights inside log q (`loss`): same value, and the
+dropped term, a per-sample importance ratio of expectation zero, drove new weights to 0 under Adam.
+
+Status on MNIST (claims profile, d = 10): the new components still collapse. With the defaults,
+RME(2)'s second component ends with mean weight 0.0 on test images and RME(2) trails the VAE by
+about 9 nats (the frozen first component goes stale while the decoder learns). Probes (24k images,
+6 epochs, RME(4)) show why: Adam's first step on a just-copied component (+-lr on every parameter,
+no optimiser state yet) costs it hundreds of nats, its weight falls while it recovers, and the
+decoder co-adapts to the dominant frozen component, so the newcomer stays 20-40 nats behind.
+A fresh random component (45-100 nats behind for most of its stage) fares no better. Open.
 """
 
 from __future__ import annotations
