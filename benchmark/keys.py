@@ -34,6 +34,11 @@ class RunKey:
         """Depends on (split, restart) only: restarts differ only in initialisation."""
         return stable_seed("init", self.split, self.restart)
 
+    @property
+    def eval_seed(self) -> int:
+        """Seeds the evaluation's Monte Carlo draws (IWAE, ELBO) after training."""
+        return self.init_seed + 1
+
     def record_path(self, results_dir: Path) -> Path:
         return (
             Path(results_dir) / "runs" / self.profile / self.table / self.dataset / f"d{self.dim}"

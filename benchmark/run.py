@@ -189,7 +189,7 @@ def train_and_evaluate(task: RunTask) -> dict:
     prof = task.profile
     fitted = fit(task, task.checkpoint_path)
     start = time.perf_counter()
-    torch.manual_seed(task.key.init_seed + 1)
+    torch.manual_seed(task.key.eval_seed)
     ev = dict(k=prof.iwae_k, batch_size=prof.eval_batch_size, to_input=fitted.to_input)
     val = evaluate(fitted.model, fitted.val_images, **ev)
     test = evaluate(fitted.model, fitted.test_images, **ev)

@@ -72,10 +72,9 @@ def sensitivity(task: RunTask, cache: Path) -> dict:
     prof = task.profile
     fitted = trained_vae(task, cache)
     ev = dict(k=prof.iwae_k, batch_size=prof.eval_batch_size, to_input=fitted.to_input)
-    eval_seed = task.key.init_seed + 1  # the run's own evaluation seed
 
     def iwae(model) -> float:
-        torch.manual_seed(eval_seed)
+        torch.manual_seed(task.key.eval_seed)  # the run's own
         try:
             return evaluate(model, fitted.test_images, **ev)["iwae"]
         except FloatingPointError:
