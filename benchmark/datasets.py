@@ -50,14 +50,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputError
+
 log = logging.getLogger("gpvae_bench")
 
 
-class DatasetMissing(FileNotFoundError):
+class DatasetMissing(InputError, FileNotFoundError):
     """The dataset's files are not under the data root (and were not, or could not be, fetched)."""
 
-    def __str__(self) -> str:
-        return self.args[0]
+
+class DatasetCorrupt(DatasetMissing):
+    """A dataset file is there but unusable: its checksum differs from the published one, or it is
+    truncated or not in its format. Handled like a missing dataset; the message says corrupt."""
 
 
 @dataclass(frozen=True)
@@ -93,18 +97,120 @@ def _or_download(err: Exception, download: bool) -> str:
         ", or pass --download to fetch them")
 
 
-def _mnist(root: Path, download: bool) -> ImageData:
-    from torchvision.datasets import MNIST
+MNIST_IMAGES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+# torchvision.datasets.MNIST.resources: the MD5s of the published .gz files
+MNIST_GZ_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# the same files unpacked (what torchvision leaves in MNIST/raw; widely pinned values, see
+# shared/data/README.md)
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's first mirror
+CHECKSUMS_ENV = "GPVAE_BENCH_DATA_MD5SUMS"
+_IDX_IMAGES_MAGIC = 2051  # big-endian: 0x0000 (zeros), 0x08 (uint8), 0x03 (three dimensions)
 
+
+def _extra_md5s(name: str) -> set[str]:
+    """MD5s accepted for the file `name` besides the published one: those listed for it in the
+    file named by $GPVAE_BENCH_DATA_MD5SUMS (`md5sum` format; a test stand-in or a copy of one's
+    own). The variable is unset in normal use: then only the published checksums pass."""
+    listing = os.environ.get(CHECKSUMS_ENV)
+    if not listing:
+        return set()
     try:
-        splits = [MNIST(str(root), train=t, download=download) for t in (True, False)]
-    except RuntimeError as err:
+        lines = Path(listing).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetMissing(f"${CHECKSUMS_ENV}={listing}: cannot read it ({err})") from None
+    return {parts[0].lower() for parts in map(str.split, lines)
+            if len(parts) == 2 and Path(parts[1].lstrip("*")).name == name}
+
+
+def _check_md5(path: Path, raw: bytes, published: str, fix: str) -> None:
+    md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    if md5 != published and md5 not in _extra_md5s(path.name):
+        raise DatasetCorrupt(f"{path} is corrupt: MD5 {md5}, not the published {published}: {fix}")
+
+
+def parse_idx_images(raw: bytes, path: Path | str, fix: str = "") -> np.ndarray:
+    """(N, 28, 28) uint8 from an idx3-ubyte images file (MNIST's format: big-endian header
+    magic 2051, N, 28, 28, then N*784 pixels); anything else is DatasetCorrupt."""
+    fix = f": {fix}" if fix else ""
+    if len(raw) < 16:
+        raise DatasetCorrupt(f"{path} is corrupt: {len(raw)} bytes, shorter than the 16-byte idx "
+                             f"header{fix}")
+    magic, n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in range(0, 16, 4))
+    if magic != _IDX_IMAGES_MAGIC:
+        raise DatasetCorrupt(f"{path} is corrupt: magic number {magic}, not {_IDX_IMAGES_MAGIC} "
+                             f"(not an idx3-ubyte images file){fix}")
+    if (rows, cols) != (28, 28):
+        raise DatasetCorrupt(f"{path} is corrupt: images of {rows}x{cols}, not 28x28{fix}")
+    if len(raw) != 16 + n * 784:
+        state = "truncated" if len(raw) < 16 + n * 784 else "longer than its header says"
+        raise DatasetCorrupt(f"{path} is corrupt ({state}): {len(raw)} bytes, but its header "
+                             f"announces {n} images ({16 + n * 784} bytes){fix}")
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(n, 28, 28)
+
+
+def _read_mnist_images(raw_dir: Path, name: str) -> np.ndarray | None:
+    """The images of ROOT/MNIST/raw/`name` (or `name`.gz), checked; None if neither file is there."""
+    path, gz = raw_dir / name, raw_dir / f"{name}.gz"
+    fix = f"replace it with the original from {MNIST_URL} (or delete it and pass --download)"
+    if path.is_file():
+        raw = path.read_bytes()
+        images = parse_idx_images(raw, path, fix)
+        _check_md5(path, raw, MNIST_MD5[name], fix)
+        return images
+    if gz.is_file():
+        import gzip
+        import zlib
+
+        packed = gz.read_bytes()
+        _check_md5(gz, packed, MNIST_GZ_MD5[gz.name], fix)
+        try:
+            raw = gzip.decompress(packed)
+        except (OSError, EOFError, zlib.error) as err:
+            raise DatasetCorrupt(f"{gz} is corrupt ({err}): {fix}") from None
+        return parse_idx_images(raw, gz, fix)
+    return None
+
+
+def _mnist(root: Path, download: bool) -> ImageData:
+    """MNIST's idx files, read here (torchvision only downloads them): each is checked against its
+    published MD5 (the unpacked file's, or torchvision's for a .gz), and a truncated file or one
+    with a wrong header is DatasetCorrupt. Only the images are used (the labels are not)."""
+    raw_dir = root / "MNIST" / "raw"
+    absent = [n for n in MNIST_IMAGES.values()
+              if not (raw_dir / n).is_file() and not (raw_dir / f"{n}.gz").is_file()]
+    if absent and download:
+        from torchvision.datasets import MNIST
+
+        try:
+            for train in (True, False):
+                MNIST(str(root), train=train, download=True)
+        except _FETCH_ERRORS as err:
+            raise _missing(
+                f"MNIST not found under {raw_dir} and the download failed "
+                f"({type(err).__name__}: {err}): put {', '.join(MNIST_FILES)} (or their .gz) there"
+            ) from None
+    images = {split: _read_mnist_images(raw_dir, name) for split, name in MNIST_IMAGES.items()}
+    if any(a is None for a in images.values()):
+        missing = [name for split, name in MNIST_IMAGES.items() if images[split] is None]
         raise _missing(
-            f"MNIST not found under {root / 'MNIST' / 'raw'}: put train-images-idx3-ubyte, "
-            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or their .gz) "
-            f"there, or pass --download ({err})"
-        ) from None
-    train, test = (s.data.unsqueeze(1).contiguous() for s in splits)
+            f"MNIST not found under {raw_dir} (missing {', '.join(missing)}): put "
+            f"{', '.join(MNIST_FILES)} (or their .gz, from {MNIST_URL}) there, or pass --download "
+            "to fetch them"
+        )
+    train, test = (torch.from_numpy(images[s].copy()).unsqueeze(1) for s in ("train", "test"))
     return ImageData("mnist", train, test, likelihood="gaussian", scale=1 / 255)
 
 
@@ -177,15 +283,15 @@ def _binarized_mnist(root: Path, download: bool) -> ImageData:
         raw = path.read_bytes()
         md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
         if md5 != BINARIZED_MNIST_MD5[split]:
-            raise _missing(
-                f"{path} has MD5 {md5}, not the published {BINARIZED_MNIST_MD5[split]}: replace "
+            raise DatasetCorrupt(
+                f"{path} is corrupt: MD5 {md5}, not the published {BINARIZED_MNIST_MD5[split]}: replace "
                 f"it with the original from {BINARIZED_MNIST_URL} (or delete it and pass "
                 "--download)"
             )
         try:
             arrays[split] = parse_amat(raw)
         except ValueError as err:
-            raise _missing(f"{path}: {err}") from None
+            raise DatasetCorrupt(f"{path} is corrupt: {err}") from None
     train = np.concatenate([arrays["train"], arrays["valid"]])
     n_valid = len(arrays["valid"])
 
@@ -241,8 +347,8 @@ def _omniglot(root: Path, download: bool) -> ImageData:
         )
     blob = git_blob_id(path)
     if blob != OMNIGLOT_BLOB:
-        raise _missing(
-            f"{path} has git blob id {blob}, not {OMNIGLOT_BLOB} (IWAE's chardata.mat): replace it "
+        raise DatasetCorrupt(
+            f"{path} is corrupt: git blob id {blob}, not {OMNIGLOT_BLOB} (IWAE's chardata.mat): replace it "
             f"with the original from {OMNIGLOT_URL} (or delete it and pass --download)"
         )
     mat = scipy.io.loadmat(str(path), variable_names=["data", "testdata"])
@@ -251,11 +357,11 @@ def _omniglot(root: Path, download: bool) -> ImageData:
         a = mat.get(key)
         if a is None or a.ndim != 2 or a.shape[0] != 784:
             got = "absent" if a is None else f"shape {a.shape}"
-            raise _missing(f"{path}: '{key}' should be a (784, N) array, got {got}")
+            raise DatasetCorrupt(f"{path} is corrupt: '{key}' should be a (784, N) array, got {got}")
         # each column is one image in column-major (MATLAB) order; (N, 28, 28) upright images
         a = np.ascontiguousarray(a.T.reshape(-1, 28, 28).transpose(0, 2, 1), dtype=np.float32)
         if a.size and not (a.min() >= 0 and a.max() <= 1):
-            raise _missing(f"{path}: '{key}' has values outside [0, 1]")
+            raise DatasetCorrupt(f"{path} is corrupt: '{key}' has values outside [0, 1]")
         return torch.from_numpy(a).unsqueeze(1)
 
     return ImageData("omniglot", images("data"), images("testdata"), likelihood="gaussian",

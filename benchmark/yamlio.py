@@ -9,17 +9,23 @@ from pathlib import Path
 
 import yaml
 
+from .errors import InputError
 
-class ConfigError(ValueError):
-    def __str__(self) -> str:
-        return self.args[0]
+
+class ConfigError(InputError, ValueError):
+    """A profile, spec or settings file that cannot be used (one line: the file, what, the fix)."""
 
 
 def read_yaml_mapping(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}): save it as UTF-8") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""

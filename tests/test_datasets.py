@@ -11,6 +11,7 @@ Everything else (file discovery, checksum verification, parsing) is the real loa
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import sys
@@ -120,8 +121,9 @@ def test_failed_download_is_dataset_missing(tmp_path, offline, name):
     assert not list(tmp_path.rglob("*.part"))
 
 
-def test_load_columns_skips_a_missing_column_unless_named_or_alone(tmp_path, caplog):
+def test_load_columns_skips_a_missing_column_unless_named_or_alone(tmp_path, caplog, monkeypatch):
     fx.write_idx_mnist_raw(tmp_path)  # MNIST present, SVHN absent
+    accept_tiny_mnist(tmp_path, monkeypatch)
     columns = {"mnist": "mnist", "mnist_fc": "mnist", "svhn": "svhn"}
     loaded, missing = datasets.load_columns(columns, tmp_path)
     assert sorted(loaded) == ["mnist", "mnist_fc"] and loaded["mnist"] is loaded["mnist_fc"]
@@ -136,8 +138,15 @@ def test_load_columns_skips_a_missing_column_unless_named_or_alone(tmp_path, cap
 # ------------------------------------------------------------------------- MNIST
 
 
-def test_mnist_tiny_idx(tmp_path):
+def accept_tiny_mnist(root: Path, monkeypatch) -> None:
+    raw = root / "MNIST" / "raw"
+    listing = fx.accept_checksums(sorted(raw.iterdir()), root / "MD5SUMS")
+    monkeypatch.setenv(datasets.CHECKSUMS_ENV, str(listing))
+
+
+def test_mnist_tiny_idx(tmp_path, monkeypatch):
     written = fx.write_idx_mnist_raw(tmp_path, n_train=12, n_test=5)
+    accept_tiny_mnist(tmp_path, monkeypatch)
     data = load_dataset("mnist", tmp_path)
     assert data.train.shape == (12, 1, 28, 28) and data.test.shape == (5, 1, 28, 28)
     assert data.train.dtype == torch.uint8 and data.likelihood == "gaussian"
@@ -145,6 +154,72 @@ def test_mnist_tiny_idx(tmp_path):
     assert torch.equal(data.test[:, 0], torch.from_numpy(written["t10k"]))
     x = data.to_float(data.train)
     assert 0 <= x.min() and x.max() <= 1 and x.max() > 0.99
+
+
+def test_mnist_tiny_gz(tmp_path, monkeypatch):
+    written = fx.write_idx_mnist_raw(tmp_path, n_train=12, n_test=5)
+    raw = tmp_path / "MNIST" / "raw"
+    for path in list(raw.iterdir()):
+        (raw / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    accept_tiny_mnist(tmp_path, monkeypatch)
+    data = load_dataset("mnist", tmp_path)
+    assert torch.equal(data.test[:, 0], torch.from_numpy(written["t10k"]))
+
+
+def test_mnist_checksums_are_the_published_ones():
+    from torchvision.datasets import MNIST
+
+    assert dict(MNIST.resources) == datasets.MNIST_GZ_MD5
+    if (SHARED_DATA / "MD5SUMS").is_file():  # shared/data lists the unpacked files' MD5s too
+        listed = dict(reversed(line.split()) for line in (SHARED_DATA / "MD5SUMS").read_text()
+                      .splitlines() if "MNIST/raw/" in line)
+        for name, md5 in {**datasets.MNIST_MD5, **datasets.MNIST_GZ_MD5}.items():
+            assert listed[f"./MNIST/raw/{name}"] == md5
+
+
+def flip_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda p: flip_byte(p, 1000), ["is corrupt: MD5", datasets.MNIST_MD5["t10k-images-idx3-ubyte"],
+                                    "replace it with the original"]),
+    (lambda p: p.write_bytes(p.read_bytes()[:3000]), ["is corrupt (truncated)", "3000 bytes",
+                                                      "announces 5 images"]),
+    (lambda p: p.write_bytes(p.read_bytes()[:10]), ["is corrupt", "shorter than the 16-byte"]),
+    (lambda p: flip_byte(p, 3), ["is corrupt: magic number 2300, not 2051"]),
+    (lambda p: p.write_bytes(b"<html>404 not found</html>" * 40), ["is corrupt: magic number"]),
+])
+def test_mnist_corrupt_file(tmp_path, monkeypatch, damage, words):
+    fx.write_idx_mnist_raw(tmp_path, n_train=12, n_test=5)
+    accept_tiny_mnist(tmp_path, monkeypatch)  # the undamaged tiny files pass
+    path = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    damage(path)
+    with pytest.raises(datasets.DatasetCorrupt) as info:
+        load_dataset("mnist", tmp_path)
+    assert_missing_message(info.value, str(path), *words)
+    assert "not found" not in str(info.value)
+
+
+def test_mnist_corrupt_gz(tmp_path, monkeypatch):
+    fx.write_idx_mnist_raw(tmp_path, n_train=12, n_test=5)
+    raw = tmp_path / "MNIST" / "raw"
+    gz = raw / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gzip.compress((raw / "train-images-idx3-ubyte").read_bytes())[:-40])
+    (raw / "train-images-idx3-ubyte").unlink()
+    accept_tiny_mnist(tmp_path, monkeypatch)
+    with pytest.raises(datasets.DatasetCorrupt) as info:
+        load_dataset("mnist", tmp_path)
+    assert_missing_message(info.value, str(gz), "is corrupt")
+
+
+def test_mnist_tiny_files_fail_the_published_checksums(tmp_path):
+    fx.write_idx_mnist_raw(tmp_path, n_train=12, n_test=5)
+    with pytest.raises(datasets.DatasetCorrupt, match="is corrupt: MD5"):
+        load_dataset("mnist", tmp_path)
 
 
 def test_real_mnist():
@@ -175,9 +250,9 @@ def test_binarized_mnist_tiny(tmp_path, monkeypatch):
 
 def test_binarized_mnist_wrong_checksum(tmp_path):
     fx.write_amat(tmp_path)  # tiny files cannot have the published MD5s
-    with pytest.raises(DatasetMissing) as info:
+    with pytest.raises(datasets.DatasetCorrupt) as info:
         load_dataset("binarized_mnist", tmp_path)
-    assert_missing_message(info.value, "binarized_mnist_train.amat", "MD5",
+    assert_missing_message(info.value, "binarized_mnist_train.amat", "is corrupt: MD5",
                            datasets.BINARIZED_MNIST_MD5["train"])
 
 
