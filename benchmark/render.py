@@ -1,13 +1,19 @@
-"""Render an aggregated table as Markdown, LaTeX (xcolor) and HTML, with the paper's colouring:
-best mean red and bold; rows whose t-test against the best gives p > 0.01 blue and bold."""
+"""Render an aggregated table as Markdown, LaTeX and HTML, with the paper's colouring: best mean
+red and bold; rows whose t-test against the best gives p > 0.01 blue and bold. The LaTeX is a
+float that compiles with booktabs, xcolor and graphicx (its first lines say so): pandas' Styler
+lays out the grouped dataset / DIM(z) header, text is escaped, and the tabular shrinks to the
+text width when it is wider."""
 
 from __future__ import annotations
 
 import html
 import math
+import re
+import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from tabulate import tabulate
 
 from .aggregate import Cell
@@ -80,6 +86,7 @@ def _cell_text(cell: Cell | None, note: str, fmt: str) -> str:
         return f"{body}{plus_minus}{suffix}"
     if fmt == "tex":
         body = rf"\textbf{{\textcolor{{{colour}}}{{{mean}}}}}" if colour else mean
+        suffix = latex_escape(suffix)
         return rf"{body}$^{{{std}}}${suffix}" if std else f"{body}{suffix}"
     if fmt == "ansi":
         code = {"red": "\033[1;31m", "blue": "\033[1;34m"}.get(colour, "")
@@ -114,13 +121,94 @@ def to_markdown(data: TableData, ansi: bool = False) -> str:
 
 
 def to_latex(data: TableData) -> str:
-    table = tabulate(_body(data, "tex"), headers=_headers(data, "tex"), tablefmt="latex_raw",
-                     disable_numparse=True)
+    """A table float in the paper's layout: dataset names over their DIM(z) columns, mean with the
+    standard deviation as a superscript, red / blue bold marks; a cell's notes (failed runs,
+    below floor, ...) are letters explained under the table; "--" is a cell not run."""
+    marks: dict[str, str] = {}
+
+    def mark(note: str) -> str:
+        if note not in marks:
+            i = len(marks)
+            marks[note] = string.ascii_lowercase[i % 26] * (i // 26 + 1)
+        return rf"\,(\textit{{{marks[note]}}})"
+
+    labels = [latex_escape(row.label) for row in data.spec.rows]
+    cells = [[_latex_cell(*_status(data, row, c), mark) for c in data.columns]
+             for row in data.spec.rows]
+    floor_label = "mean-image floor"
+    labels.append(floor_label)
+    cells.append([_number(data.floors[c]) if c in data.floors else "" for c in data.columns])
+    header = pd.MultiIndex.from_tuples(
+        [(latex_escape(DATASET_LABELS.get(ds, ds)), rf"DIM($\mathbf{{z}}$) = {dim}")
+         for ds, dim in data.columns])
+    frame = pd.DataFrame(cells, index=labels, columns=header)
+    tabular = frame.style.to_latex(hrules=True, multicol_align="c",
+                                   column_format="l" + "r" * len(data.columns))
+    lines = tabular.splitlines()
+    # booktabs: a rule under each dataset's name, spanning its dims; a rule above the floor row
+    spans, start = [], 2
+    for ds in data.spec.datasets:
+        n = sum(1 for d, _ in data.columns if d == ds)
+        spans.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+        start += n
+    lines.insert(lines.index(r"\toprule") + 2, "".join(spans))
+    floor_at = next(i for i, line in enumerate(lines) if line.startswith(floor_label))
+    lines.insert(floor_at, r"\midrule")
+    notes = "; ".join(f"({letter}) {latex_escape(note)}" for note, letter in marks.items())
+    not_run = "--: not run." if any(c.startswith("--") for r in cells for c in r) else ""
+    legend = " ".join(filter(None, [latex_escape(data.legend), not_run, notes + "." if notes else ""]))
+    title = re.sub(r"^Table \S+?\.\s*", "", data.spec.title)  # \caption numbers the float
+    caption = latex_escape(" ".join(filter(None, [f"{title}.", data.caption])))
+    return latex_float("\n".join(lines), caption=caption, label=f"tab:{data.spec.name}",
+                       legend=legend, title=data.spec.title)
+
+
+def _latex_cell(cell: Cell | None, note: str, mark) -> str:
+    if cell is None:
+        return "--" if note in ("not run", "not run (not selected)") else "--" + mark(note)
+    mean = _number(cell.mean)
+    colour = "red" if cell.best else "blue" if cell.tie else None
+    body = rf"\textbf{{\textcolor{{{colour}}}{{{mean}}}}}" if colour else mean
+    if not math.isnan(cell.std):  # one split: no spread to show
+        body += f"$^{{{_number(cell.std)}}}$"
+    return body + "".join(mark(flag) for flag in note.split("; ") if flag)
+
+
+# ------------------------------------------------------------------------------- LaTeX helpers
+
+LATEX_PACKAGES = ("booktabs", "xcolor", "graphicx")
+_LATEX_TEXT = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    # OT1, LaTeX's default font encoding, prints < > | as other glyphs (¡ ¿ —)
+    "<=": r"\ensuremath{\leq}", ">=": r"\ensuremath{\geq}", "<": r"\textless{}",
+    ">": r"\textgreater{}", "|": r"\textbar{}",
+    # signs pdflatex's utf8 input does not set up without textcomp / math
+    "±": r"\ensuremath{\pm}", "×": r"\ensuremath{\times}", "≤": r"\ensuremath{\leq}",
+    "≥": r"\ensuremath{\geq}", "−": r"\ensuremath{-}",
+}
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in sorted(_LATEX_TEXT, key=len, reverse=True)))
+_OPENING_QUOTE = re.compile(r"(?<!\w)'(?=\S)")  # 'quick' -> `quick' (an apostrophe stays)
+
+
+def latex_escape(text: str) -> str:
+    """`text` as LaTeX text: the special characters, < > |, a few signs and opening quotes."""
+    return _OPENING_QUOTE.sub("`", _LATEX_RE.sub(lambda m: _LATEX_TEXT[m.group()], str(text)))
+
+
+def latex_float(tabular: str, *, caption: str, label: str, legend: str = "", title: str = "") -> str:
+    """A table float around `tabular` (LaTeX; `caption` and `legend` already escaped), shrunk to
+    the text width only when wider, after a comment naming the packages it needs."""
     return (
-        "% needs \\usepackage{xcolor}\n"
-        "\\begin{table}\n\\centering\n\\scriptsize\n"
-        f"\\caption{{{data.spec.title}. {data.caption} {data.legend}}}\n"
-        f"{table}\n\\end{{table}}\n"
+        f"% {' '.join((title or label).split())}: written by gpvae-bench (reproduce.py).\n"
+        "% Needs in the preamble (the next line without its %):\n"
+        f"% \\usepackage{{{','.join(LATEX_PACKAGES)}}}\n"
+        "\\begin{table}[htbp]\n\\centering\n\\small\n"
+        f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
+        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+        f"{tabular.rstrip()}%\n}}\n"
+        + (f"\\par\\smallskip{{\\footnotesize\\raggedright {legend}\\par}}\n" if legend else "")
+        + "\\end{table}\n"
     )
 
 

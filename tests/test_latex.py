@@ -1,0 +1,109 @@
+"""The LaTeX table: escaped text, booktabs layout in the paper's grouping, and (where pdflatex is
+installed; required under $CI) a compile of Table 1's 22 rows x 6 columns that must fit the page."""
+
+import os
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from benchmark.aggregate import floors, low_power_note, records_frame, summarize
+from benchmark.render import TableData, latex_escape, to_latex
+from benchmark.specs import load_table_spec
+
+CAPTION = ("Profile 'quick': 3 splits x 1 restarts (best validation IWAE kept), 5 epochs. "
+           "Mean ± sample std over splits (nats).")
+LEGEND = ("Red bold: best mean. Blue bold: Welch t-test against the best gives p > 0.01. "
+          "Plain: p <= 0.01. 'below floor': fewer than 100 nats above the mean-image model.")
+
+
+def table1(missing=None) -> TableData:
+    """Table 1's rows and columns from made-up records: 3 splits, every colour, a failed run, a
+    cell below the floor, OMNIGLOT's first rows not run (or the whole dataset `missing`)."""
+    spec = load_table_spec("1")
+    rnd, records = random.Random(0), []
+    for ds in spec.datasets:
+        for dim in spec.dims:
+            for i, row in enumerate(spec.rows):
+                if ds == "omniglot" and i < 3:
+                    continue
+                for split in range(3):
+                    value = (-1350.0 if row.label == "HF(8)" else 600.0 + 10 * dim + i) + rnd.gauss(0, 8)
+                    records.append({
+                        "status": "ok", "wall_seconds": 1.0,
+                        "key": {"dataset": ds, "dim": dim, "method": row.method,
+                                "variant": row.variant, "split": split, "restart": 0},
+                        "metrics": {"test_iwae": value, "val_iwae": 1.0, "mean_image_floor": -1400.0}})
+    frame = records_frame(records)
+    cells = summarize(frame)
+    return TableData(spec, cells, floors(frame), {"omniglot": missing} if missing else {},
+                     {("mnist", 10, "vae", "default"): 2}, CAPTION,
+                     LEGEND + " " + low_power_note(cells))
+
+
+def test_latex_escape():
+    assert latex_escape("A & B_1 50% $x {y} #2") == r"A \& B\_1 50\% \$x \{y\} \#2"
+    assert latex_escape("p <= 0.01, p > 0.01, n<2, |t|") == (
+        r"p \ensuremath{\leq} 0.01, p \textgreater{} 0.01, n\textless{}2, \textbar{}t\textbar{}")
+    assert latex_escape("a ± b ~ c^2 \\") == (
+        r"a \ensuremath{\pm} b \textasciitilde{} c\textasciicircum{}2 \textbackslash{}")
+    assert latex_escape("profile 'quick', the paper's") == "profile `quick', the paper's"
+
+
+def test_table_layout_is_the_papers():
+    tex = to_latex(table1())
+    lines = tex.splitlines()
+    assert lines[2] == r"% \usepackage{booktabs,xcolor,graphicx}"  # what it needs, said first
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){2-4}\cmidrule(lr){5-7}"):
+        assert rule in tex
+    assert r"\multicolumn{3}{c}{MNIST} & \multicolumn{3}{c}{OMNIGLOT} \\" in tex
+    assert tex.count(r"DIM($\mathbf{z}$) = 10") == 2
+    caption = next(line for line in lines if line.startswith(r"\caption{"))
+    assert caption.startswith(r"\caption{(MNIST \& OMNIGLOT) Test")  # no doubled "Table 1."
+    assert r"Mean \ensuremath{\pm} sample std" in caption
+    # mean with the std as a superscript, coloured bold for the best and the ties
+    assert re.search(r"\\textbf\{\\textcolor\{red\}\{\d+\.\d\}\}\$\^\{\d+\.\d\}\$", tex)
+    assert r"\textcolor{blue}" in tex
+    vae = next(line for line in lines if line.startswith("VAE &"))
+    assert vae.endswith(r"& -- & -- & -- \\")  # OMNIGLOT's VAE not run
+    assert r"\,(\textit{a})" in vae  # its 2 failed runs: a note letter, explained in the legend
+    assert "(a) 2 failed; (b) below floor." in tex
+    assert r"\,(\textit{b})" in next(line for line in lines if line.startswith("HF(8) &"))
+    body = tex[tex.index(r"\begin{tabular}"):]
+    assert "<" not in body and ">" not in body.replace(r"\ifdim\width>", "")
+    missing = to_latex(table1("data missing"))
+    assert r"--\,(\textit{" in missing and "not run (data missing)" in missing
+
+
+def _pdflatex() -> str:
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set, so the LaTeX compile test may not be skipped: pdflatex is not "
+                        "on PATH (.ci/run installs texlive-latex-base and -recommended)",
+                        pytrace=False)
+        pytest.skip("pdflatex is not installed")
+    return exe
+
+
+@pytest.mark.parametrize("missing", [None, "data missing"])
+def test_table_compiles_and_fits_the_page(tmp_path, missing):
+    exe = _pdflatex()
+    tex = to_latex(table1(missing))
+    (tmp_path / "table1.tex").write_text(tex)
+    preamble = tex.splitlines()[2].removeprefix("% ")  # the packages the file says it needs
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n" + preamble + "\n"
+                                      "\\begin{document}\n\\input{table1.tex}\n\\end{document}\n")
+    out = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "Overfull \\hbox" not in log, "the table runs past the margin"
+    assert "Missing character" not in log
+    if shutil.which("pdftotext"):  # what a reader sees: the comparison signs, not other glyphs
+        text = subprocess.run(["pdftotext", "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60).stdout
+        assert "p > 0.01" in text and "MNIST & OMNIGLOT" in text
+        assert "¡" not in text and "¿" not in text
