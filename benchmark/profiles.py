@@ -30,9 +30,16 @@ class Profile:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "splits", "restarts", "iwae_k", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"profile {self.name!r}: {name} must be >= 1")
-        if not self.lr > 0:
-            raise ConfigError(f"profile {self.name!r}: lr must be > 0")
+                raise ConfigError(f"profile {self.name!r}: {name} must be >= 1, got "
+                                  f"{getattr(self, name)}")
+        for name, none in (("patience", "no early stopping"), ("train_size", "all images"),
+                           ("val_size", "all images"), ("test_size", "all images")):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"profile {self.name!r}: {name} must be >= 1 or null ({none}), "
+                                  f"got {value}")
+        if not self.lr > 0:  # also NaN
+            raise ConfigError(f"profile {self.name!r}: lr must be > 0, got {self.lr}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

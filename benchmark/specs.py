@@ -19,6 +19,9 @@ from methods.registry import (
 from .yamlio import ConfigError, build_dataclass, read_yaml_mapping
 
 SPEC_DIR = Path(__file__).with_name("specs")
+# what a table may report: a run record's test log-likelihood (higher is better), or a timing
+# table's inference time (benchmark/timing.py: TIMING_METRICS)
+METRICS = ("test_iwae", "test_elbo", "inference_ms")
 
 
 @dataclass(frozen=True)
@@ -147,22 +150,34 @@ def load_table_spec(table: str) -> TableSpec:
     for key in ("title", "metric", "datasets", "dims", "rows"):
         if key not in data:
             raise ConfigError(f"{path}: missing key {key!r}")
+    if data["metric"] not in METRICS:
+        raise ConfigError(f"{path}: unknown metric {data['metric']!r}; known metrics: "
+                          + ", ".join(METRICS))
     return TableSpec(
         name=name,
         title=str(data["title"]),
         metric=str(data["metric"]),
-        datasets=tuple(data["datasets"]),
-        dims=tuple(int(d) for d in data["dims"]),
-        rows=tuple(_parse_row(r, path) for r in data["rows"]),
+        datasets=tuple(str(d) for d in _nonempty_list(data, "datasets", path)),
+        dims=tuple(_positive_int({"dims": d}, "dims", path, None)
+                   for d in _nonempty_list(data, "dims", path)),
+        rows=tuple(_parse_row(r, path) for r in _nonempty_list(data, "rows", path)),
         batch_size=_positive_int(data, "batch_size", path, None),
         repeats=_positive_int(data, "repeats", path, 1),
     )
 
 
+def _nonempty_list(data: dict, key: str, source: Path) -> list:
+    value = data[key]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source}: {key} must be a non-empty list, got {value!r}")
+    return value
+
+
 def _positive_int(data: dict, key: str, source: Path, default):
     value = data.get(key, default)
     if value is not default and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be positive integers, got {value!r}" if key == "dims"
+                          else f"{source}: {key} must be a positive integer, got {value!r}")
     return value
 
 
