@@ -49,18 +49,31 @@ def _type_ok(value, annotation) -> bool:
 
 
 def build_dataclass(cls, data: dict, source: Path | str, **extra):
-    """cls(**data) after checking unknown keys, missing keys and value types against cls's fields."""
+    """cls(**data) after checking unknown keys, missing keys and value types against cls's fields;
+    every problem is reported at once, in one ConfigError line."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
     hints = typing.get_type_hints(cls)
+    problems = []
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}")
+        problems.append(_keys("unknown", unknown))
     for name, value in data.items():
-        if not _type_ok(value, hints[name]):
-            raise ConfigError(
-                f"{source}: key {name!r} must be {hints[name]!s}, got {value!r}"
-            )
+        if name in fields and not _type_ok(value, hints[name]):
+            problems.append(f"key {name!r} must be {_type_name(hints[name])}, got {value!r}")
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{source}: missing key {missing[0]!r}")
+        problems.append(_keys("missing", missing))
+    if problems:
+        valid = f"; valid keys: {', '.join(fields)}" if unknown else ""
+        raise ConfigError(f"{source}: {'; '.join(problems)}{valid}")
     return cls(**data, **extra)
+
+
+def _keys(what: str, names: list[str]) -> str:
+    """"unknown key 'a'" or "unknown keys 'a', 'b'"."""
+    return f"{what} key{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
+
+
+def _type_name(annotation) -> str:
+    """int -> 'int'; int | None -> 'int | None'."""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)

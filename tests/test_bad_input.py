@@ -46,7 +46,7 @@ def test_unknown_names(capsys, args, needle):
         ("epochs: 1\nbogus: 2\n", "unknown key 'bogus'"),
         ("description: x\nepochs: two\n", "key 'epochs' must be"),
         ("- a list\n", "expected a mapping"),
-        ("description: x\nepochs: 2\n", "missing key 'batch_size'"),
+        ("description: x\nepochs: 2\n", "missing keys 'batch_size', 'lr', 'patience'"),
     ],
 )
 def test_bad_profile_yaml(capsys, tmp_path, text, needle):
