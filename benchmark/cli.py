@@ -24,7 +24,7 @@ from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, follow_up, launch
 from .paper_tables import load_paper_table
 from .plan import Plan, make_plan
-from .profiles import load_profile, profile_names
+from .profiles import apply_overrides, load_profile, profile_names
 from .records import CorruptRecord, read_record, set_aside, write_text_atomic
 from .render import TableData, to_html, to_latex, to_markdown
 from .specs import Row, load_table_spec, table_names
@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick",
                    help="work size: smoke (seconds), quick (minutes on a CPU), paper (the paper's "
                    "protocol), or a path to a profile YAML (default: quick)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one profile setting, e.g. --set epochs=10 --set batch_size=64 "
+                   "(repeatable; values are YAML scalars, null included; checked like a profile "
+                   "file). The runs are new ones, under the profile name plus the changes "
+                   "(quick+batch_size=64,epochs=10), never the profile's own records")
     p.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                    help="folder holding the datasets in torchvision layout "
                    f"(default: $GPVAE_BENCH_DATA or '{DEFAULT_DATA_ROOT}')")
@@ -249,7 +254,7 @@ def run(args) -> int:
     spec = load_table_spec(args.table)
     paper = load_paper_table(spec.name) if args.compare_paper else None
     claim_set = claims.load_claims(spec.name) if args.claims else None
-    profile = load_profile(args.profile)
+    profile = apply_overrides(load_profile(args.profile), args.overrides)
     methods = _csv(args.methods)
     unknown = sorted((methods or set()) - set(registered_methods()) - {r.id for r in spec.rows})
     if unknown:

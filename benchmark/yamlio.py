@@ -51,7 +51,16 @@ def _type_ok(value, annotation) -> bool:
 def build_dataclass(cls, data: dict, source: Path | str, **extra):
     """cls(**data) after checking unknown keys, missing keys and value types against cls's fields;
     every problem is reported at once, in one ConfigError line."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
+    problems = field_problems(cls, data, exclude=extra)
+    if problems:
+        raise ConfigError(f"{source}: {'; '.join(problems)}")
+    return cls(**data, **extra)
+
+
+def field_problems(cls, data: dict, exclude=()) -> list[str]:
+    """What is wrong with `data` as cls's fields (less `exclude`): unknown keys (then the valid
+    ones), values of the wrong type, missing keys; [] when nothing is."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
     hints = typing.get_type_hints(cls)
     problems = []
     unknown = sorted(set(data) - set(fields))
@@ -63,10 +72,9 @@ def build_dataclass(cls, data: dict, source: Path | str, **extra):
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
     if missing:
         problems.append(_keys("missing", missing))
-    if problems:
-        valid = f"; valid keys: {', '.join(fields)}" if unknown else ""
-        raise ConfigError(f"{source}: {'; '.join(problems)}{valid}")
-    return cls(**data, **extra)
+    if unknown:
+        problems.append(f"valid keys: {', '.join(fields)}")
+    return problems
 
 
 def _keys(what: str, names: list[str]) -> str:
