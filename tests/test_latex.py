@@ -32,9 +32,10 @@ def table1(missing=None) -> TableData:
                 for split in range(3):
                     value = (-1350.0 if row.label == "HF(8)" else 600.0 + 10 * dim + i) + rnd.gauss(0, 8)
                     records.append({
-                        "status": "ok", "wall_seconds": 1.0,
-                        "key": {"dataset": ds, "dim": dim, "method": row.method,
-                                "variant": row.variant, "split": split, "restart": 0},
+                        "status": "ok", "wall_seconds": 1.0, "config_hash": "x",
+                        "key": {"profile": "quick", "table": "table1", "dataset": ds, "dim": dim,
+                                "method": row.method, "variant": row.variant, "split": split,
+                                "restart": 0},
                         "metrics": {"test_iwae": value, "val_iwae": 1.0, "mean_image_floor": -1400.0}})
     frame = records_frame(records)
     cells = summarize(frame)
