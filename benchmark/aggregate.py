@@ -15,25 +15,31 @@ Statistics (documented here because the paper leaves them implicit):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 from scipy import stats
 
+from .store import Record
+
 ALPHA = 0.01
 KEY_COLUMNS = ["dataset", "dim", "method", "variant"]
 
 
-def records_frame(records: list[dict], metric: str = "test_iwae") -> pd.DataFrame:
-    """One row per successful run, with the metric, validation IWAE, floor and timing."""
+def records_frame(records: Iterable[Record | Mapping], metric: str = "test_iwae") -> pd.DataFrame:
+    """One row per successful run, with the metric, validation IWAE, floor and timing. Records are
+    benchmark.store's typed records (read and validated by the store); a mapping is validated the
+    same way (store.CorruptRecord if it is not a record)."""
     rows = []
-    for rec in records:
-        if rec.get("status") != "ok":
+    for rec in map(Record.of, records):
+        if not rec.ok:
             continue
-        key, m = rec["key"], rec["metrics"]
-        rows.append({**{k: key[k] for k in KEY_COLUMNS}, "split": key["split"],
-                     "restart": key["restart"], "value": m[metric], "val_iwae": m["val_iwae"],
-                     "floor": m["mean_image_floor"], "wall_seconds": rec.get("wall_seconds")})
+        key, m = rec.key, rec.metrics
+        rows.append({"dataset": key.dataset, "dim": key.dim, "method": key.method,
+                     "variant": key.variant, "split": key.split, "restart": key.restart,
+                     "value": m.value(metric), "val_iwae": m.val_iwae,
+                     "floor": m.mean_image_floor, "wall_seconds": rec.wall_seconds})
     columns = KEY_COLUMNS + ["split", "restart", "value", "val_iwae", "floor", "wall_seconds"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -73,8 +73,8 @@ import pandas as pd
 from scipy import stats
 
 from .aggregate import ALPHA, best_restarts, records_frame
-from .records import write_text_atomic
 from .render import DATASET_LABELS, html_page, html_table, md_table
+from .store import ResultsStore, write_text_atomic
 from .yamlio import ConfigError, read_yaml_mapping
 
 CLAIMS_PATH = Path(__file__).with_name("paper") / "claims.yaml"
@@ -517,7 +517,7 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
 
 
 def timings_path(results_dir, profile: str, table: str) -> Path:
-    return Path(results_dir) / "runs" / profile / table / "timings.json"
+    return ResultsStore(results_dir).timings_path(profile, table)
 
 
 def read_timings(path: Path) -> dict | None:

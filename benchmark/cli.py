@@ -25,9 +25,9 @@ from .launch import LAUNCHERS, LauncherError, follow_up, launch
 from .paper_tables import load_paper_table
 from .plan import Plan, make_plan
 from .profiles import apply_overrides, load_profile, profile_names
-from .records import CorruptRecord, read_record, set_aside, write_text_atomic
 from .render import TableData, to_html, to_latex, to_markdown
 from .specs import Row, load_table_spec, table_names
+from .store import Record, ResultsStore, write_text_atomic
 from .yamlio import ConfigError
 
 log = logging.getLogger("gpvae_bench")
@@ -171,28 +171,24 @@ def _check_data(plan: Plan, pending, requested: set | None, data_root: str, down
     return [t for t in pending if t.key.dataset not in missing]
 
 
-def collect_records(plan: Plan) -> list[dict]:
+def collect_records(plan: Plan) -> list[Record]:
+    """The current records of the plan's runs, validated by the store (a corrupt one is reported
+    in one warning line and left out; a run sets it aside and redoes it)."""
     records = []
     for task in plan.tasks:
-        path = task.record_path
-        if path.exists():
-            try:
-                rec = read_record(path)
-            except CorruptRecord as err:
-                log.warning("%s", err)
-                continue
-            if rec["config_hash"] == task.config_hash():
-                records.append(rec)
+        rec = task.store.current(task.key, task.config_hash())
+        if rec is not None:
+            records.append(rec)
     return records
 
 
-def build_table(plan: Plan, spec, profile, records: list[dict], paired: bool) -> TableData:
+def build_table(plan: Plan, spec, profile, records: list[Record], paired: bool) -> TableData:
     frame = records_frame(records, spec.metric)
     failed: dict = {}
     for rec in records:
-        if rec["status"] != "ok":
-            k = rec["key"]
-            idx = (k["dataset"], k["dim"], k["method"], k["variant"])
+        if not rec.ok:
+            k = rec.key
+            idx = (k.dataset, k.dim, k.method, k.variant)
             failed[idx] = failed.get(idx, 0) + 1
     test = "paired t-test over shared splits" if paired else "two-sided Welch t-test"
     caption = (
@@ -298,7 +294,7 @@ def run(args) -> int:
 
     # the submitit folder (job pickles, per-task logs) lives with the results: on a cluster, a
     # filesystem that the nodes share
-    folder = Path(args.results_dir).absolute() / "submitit" / profile.name / spec.name
+    folder = ResultsStore(args.results_dir).jobs_dir(profile.name, spec.name)
     plan = planned()
     without_record = [t for t in plan.tasks if plan.states[t.key] == "missing"]
     in_flight, ended = follow_up(folder, without_record, record=not args.dry_run)
@@ -324,17 +320,24 @@ def run(args) -> int:
     if args.dry_run:
         for task in pending:
             print(f"  would run {task.key} ({plan.states[task.key]})")
+        for key, claim in plan.in_progress():
+            print(f"  in progress: {key} ({claim.describe()}): not started again")
         for key, (job_id, state) in in_flight.items():
             print(f"  in Slurm: {key} (job {job_id}, {state}): not submitted again")
         if cluster is not None:
             print(_slurm_dry_run(pending, folder, cluster))
         return 0
     pending = _check_data(plan, pending, requested, args.data_root, args.download)
-    for task in pending:
+    for task in pending:  # each run's worker sets the record aside, under the run's claim
         state = plan.states[task.key]
-        if state in ("corrupt", "stale") or (task.record_path.exists() and args.force):
-            moved = set_aside(task.record_path, state if state != "done" else "replaced")
-            log.warning("%s record set aside as %s", state, moved.name)
+        if state in ("corrupt", "stale"):
+            log.warning("%s record %s (%s): set aside and redone", state, task.record_path,
+                        plan.why[task.key].rpartition("corrupt record (")[2].rstrip(")"))
+    for key, claim in plan.dead_claims():
+        if any(t.key == key for t in pending):
+            log.warning("run %s: its claim's owner is gone (%s): taken over", key, claim.describe())
+    for key, claim in plan.in_progress():
+        log.warning("run %s: in progress elsewhere (%s): not started again", key, claim.describe())
 
     start = time.perf_counter()
     results = launch(pending, launcher=args.launcher, jobs=args.jobs, cluster_profile=cluster,
@@ -362,17 +365,20 @@ def run(args) -> int:
         print(claims.to_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
 
-    failures = [r for r in records if r["status"] != "ok"] + [
-        r for r in results if r.get("status") != "ok" and "config_hash" not in r]
+    failures = [r for r in records if not r.ok]
     for rec in failures:
-        k = rec["key"]
-        name = k if isinstance(k, RunKey) else RunKey(**k)
-        print(f"failed: {name}: {rec.get('error')} (log: {rec.get('log_file')})", file=sys.stderr)
+        print(f"failed: {rec.key}: {rec.error} (log: {rec.log_file})", file=sys.stderr)
+    for res in results:
+        if res.get("status") == "skipped":
+            print(f"skipped: {RunKey(**res['key'])}: {res['reason']}", file=sys.stderr)
     if args.collect:
         unfinished = len(plan.tasks) - len(records)
         if unfinished:
             queued = f" ({len(in_flight)} queued or running in Slurm)" if in_flight else ""
-            print(f"pending: {unfinished} runs have no current record yet{queued}", file=sys.stderr)
+            running = len(plan.in_progress())
+            running = f" ({running} in progress)" if running else ""
+            print(f"pending: {unfinished} runs have no current record yet{queued}{running}",
+                  file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -419,6 +425,8 @@ def _interrupt_on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # so `kill` cancels local jobs too
+    # and SIGINT even when started from a background shell, which ignores it for its children
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     _setup_logging(args.quiet)
     try:

@@ -23,8 +23,8 @@ from tabulate import tabulate
 
 from .aggregate import ALPHA
 from .paper_tables import PaperCell, PaperTable
-from .records import write_text_atomic
 from .render import DATASET_LABELS, TableData, _cell_text, _status
+from .store import write_text_atomic
 
 MARK_COLOUR = {"best": "red", "tie": "blue", "plain": None}
 

@@ -46,9 +46,9 @@ from .grid_posterior import (
 )
 from .index_page import write_index
 from .keys import RunKey
-from .records import write_json_atomic
 from .run import split_indices
 from .specs import load_dataset_settings
+from .store import write_json_atomic
 from .train import save_atomic, train
 
 log = logging.getLogger("gpvae_bench")

@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .records import write_text_atomic
+from .store import write_text_atomic
 
 INDEX_NAME = "index.html"
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)

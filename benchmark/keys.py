@@ -1,10 +1,10 @@
-"""RunKey names one training run; its fields give the record path and the seeds."""
+"""RunKey names one training run; its fields give the seeds (and, through benchmark.store, the
+record's path)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 
 def stable_seed(*parts) -> int:
@@ -38,12 +38,6 @@ class RunKey:
     def eval_seed(self) -> int:
         """Seeds the evaluation's Monte Carlo draws (IWAE, ELBO) after training."""
         return self.init_seed + 1
-
-    def record_path(self, results_dir: Path) -> Path:
-        return (
-            Path(results_dir) / "runs" / self.profile / self.table / self.dataset / f"d{self.dim}"
-            / f"{self.method}-{self.variant}" / f"s{self.split}-r{self.restart}.json"
-        )
 
     def __str__(self) -> str:
         return (f"{self.table}/{self.dataset}/d{self.dim}/{self.method}-{self.variant}"

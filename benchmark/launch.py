@@ -4,15 +4,22 @@
 - `local`: submitit's LocalExecutor, one subprocess per run, at most `jobs` at a time;
 - `slurm`: submitit's SlurmExecutor, one job array per method family (resources may differ), each
   task a checkpointable `SlurmRun` that Slurm may preempt and requeue.
-Each task executes `benchmark.run.run_one`, which writes the run's record itself, so a launcher
-only has to start tasks and report how they ended; a job that dies before run_one could record
-anything gets a failure record here.
+Each task executes `benchmark.run.run_one`, which claims the run and writes its record itself
+(benchmark.store), so a launcher only has to start tasks and report how they ended; a job that dies
+before run_one could record anything gets a failure record here, unless another process holds the
+run's claim or a finished record is there. The local launcher passes its pid to its workers, which
+stop when it is gone, and stops them itself when it is interrupted (SIGINT, SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import logging
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,8 +29,9 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
-from .records import CorruptRecord, read_record, write_json_atomic
-from .run import RunTask, SlurmRun, log_tail, run_one
+from .errors import Unavailable
+from .run import RunTask, SlurmRun, log_tail, run_one, skipped
+from .store import proc_start
 from .submissions import can_query_queue, note_submitted, slurm_queue_states, submitted_job
 
 log = logging.getLogger("gpvae_bench")
@@ -46,19 +54,23 @@ def _outcome(job, task: RunTask) -> dict:
 
 
 def _record_dead_job(job, task: RunTask, error: str) -> dict:
+    store, key = task.store, task.key
     stdout, stderr = str(job.paths.stdout), str(job.paths.stderr)
-    try:
-        on_disk = read_record(task.record_path)
-    except (OSError, CorruptRecord):
-        on_disk = None
-    if (on_disk and on_disk["config_hash"] == task.config_hash()
-            and on_disk.get("log_file") == stdout):
-        return on_disk  # this job recorded how it ended before it stopped (e.g. requeue cap)
-    record = {"key": task.config()["key"], "config_hash": task.config_hash(), "status": "failed",
+    claim = store.claim_info(key)
+    if claim is not None and claim.dead_because() is None and claim.job != str(job.job_id):
+        return skipped(task, f"in progress ({claim.describe()})")  # another process trains it
+    on_disk = store.current(key, task.config_hash())
+    if on_disk is not None and (on_disk.ok or on_disk.log_file == stdout):
+        # a finished record is never replaced by a failure; and this job may have recorded how
+        # it ended before it stopped (e.g. requeue cap)
+        return dict(on_disk.data)
+    record = {"key": dataclasses.asdict(key), "config_hash": task.config_hash(), "status": "failed",
               "error": error[-4000:], "log_file": stdout, "stderr_file": stderr,
               "log_tail": log_tail(stderr),
               "slurm": {"job_id": job.job_id} if isinstance(job, submitit.SlurmJob) else None}
-    write_json_atomic(task.record_path, record)
+    record = dict(store.write(record).data)
+    if claim is not None:  # the dead job's own claim, or a dead owner's: nobody trains the run
+        store.remove_claim(claim)
     return record
 
 
@@ -98,9 +110,27 @@ def _reap(running: list, records: list[dict], bar: tqdm) -> bool:
     return bool(finished)
 
 
+def _stop_local(job) -> None:
+    """Stop a local job: SIGTERM to its submitit controller, which passes it on to the worker (whose
+    run_one turns it into KeyboardInterrupt), and SIGINT as submitit's own cancel does (a controller
+    started from a background shell may ignore SIGINT, hence both)."""
+    process = getattr(job, "_process", None)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            if process is not None:
+                process.send_signal(sig)
+            else:
+                os.kill(int(job.job_id), sig)
+        except (OSError, ValueError):
+            pass
+
+
 def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]:
-    """Keep at most `jobs` submitted at once; submit the next as soon as one finishes."""
-    queue, running, records = list(tasks), [], []
+    """Keep at most `jobs` submitted at once; submit the next as soon as one finishes. Each worker
+    knows this process (pid, start time) and stops when it is gone."""
+    me = (os.getpid(), proc_start(os.getpid()))
+    queue = [dataclasses.replace(t, launcher=me) for t in tasks]
+    running, records = [], []
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -110,7 +140,7 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:  # do not leave training subprocesses running behind the user
         for job, _ in running:
-            job.cancel(check=False)
+            _stop_local(job)
         raise
     return records
 
@@ -166,7 +196,14 @@ def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tu
     submitted = []
     for array in slurm_arrays(tasks, folder, cluster_profile):
         executor = make_executor(cluster_profile, folder, array.method, name=array.name)
-        jobs = executor.map_array(SlurmRun(max_requeues(cluster_profile, array.method)), array.tasks)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr
+                jobs = executor.map_array(SlurmRun(max_requeues(cluster_profile, array.method)),
+                                          array.tasks)
+        except submitit.core.utils.FailedJobError as err:
+            raise Unavailable(f"Slurm refused the job array {array.name} ({err}): check that "
+                              "the controller is up (sinfo), then rerun; nothing was submitted"
+                              + (" after the arrays above" if submitted else "")) from None
         for job, task in zip(jobs, array.tasks, strict=True):
             note_submitted(folder, job.job_id, task)
         array_id = jobs[0].job_id.split("_")[0]

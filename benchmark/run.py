@@ -1,11 +1,17 @@
-"""run_one: load a split -> build the method -> train -> evaluate -> write the record.
+"""run_one: claim the run -> load a split -> build the method -> train -> evaluate -> write the
+record -> release the claim.
 
 This is the only function the launchers execute, in-process, in a local subprocess or as a Slurm
-task, so every path produces the same record for the same task.
+task, so every path produces the same record for the same task. The claim (benchmark.store) makes
+it the only process training its run: a run another process is training is skipped as "in
+progress", and one whose record appeared meanwhile is not trained again. Under the local launcher
+a worker also stops (its claim released, its checkpoint kept) when its launcher is gone.
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -13,9 +19,11 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -33,12 +41,14 @@ from . import datasets
 from .evaluate import evaluate, mean_diagnostics, mean_image_log_likelihood
 from .keys import RunKey
 from .profiles import Profile
-from .records import write_json_atomic
 from .specs import DatasetSettings
+from .store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, ClaimInfo, ResultsStore, job_id, pid_alive
 from .train import train
 
 log = logging.getLogger("gpvae_bench")
 REPO = Path(__file__).resolve().parents[1]
+LAUNCHER_POLL_SECONDS = 1.0  # how often a local worker checks that its launcher still runs
+STOP_GRACE_SECONDS = 10.0  # then how long it lets training unwind before it exits regardless
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,22 @@ class RunTask:
     device: str = "cpu"
     threads: int | None = None
     download: bool = False
+    # what an existing current record lets this run do (it looks again once it holds the claim):
+    # --force recomputes a done or failed one, --retry-failed a failed one, each only if the record
+    # was written before `planned_at` (so two forced launchers do not each redo the other's run)
+    force: bool = False
+    retry_failed: bool = False
+    planned_at: float = float("inf")
+    # the local launcher (pid, start time): its worker stops when it is gone; None elsewhere
+    launcher: tuple[int, int | None] | None = None
+
+    @property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.results_dir)
 
     @property
     def record_path(self) -> Path:
-        return self.key.record_path(Path(self.results_dir))
+        return self.store.record_path(self.key)
 
     @property
     def data_name(self) -> str:
@@ -66,7 +88,7 @@ class RunTask:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.record_path.with_suffix(".ckpt")
+        return self.store.checkpoint_path(self.key)
 
     def config(self) -> dict:
         """What determines the result; its hash tells a stale record from a current one."""
@@ -263,7 +285,7 @@ def _new_record(task: RunTask) -> dict:
             "seeds": {"split": key.split_seed, "init": key.init_seed}}
 
 
-def _write_record(task: RunTask, record: dict, start: float) -> dict:
+def _write_record(task: RunTask, record: dict, start: float, claim) -> dict:
     record["wall_seconds"] = time.perf_counter() - start
     record["provenance"] = _provenance(torch.device(task.device))
     record["slurm"] = _slurm_job()
@@ -271,8 +293,89 @@ def _write_record(task: RunTask, record: dict, start: float) -> dict:
     if record["status"] != "ok":
         sys.stdout.flush()  # so the tail holds the error line logged just now
         record["log_tail"] = log_tail(record["log_file"])
-    write_json_atomic(task.record_path, record)
-    return record
+    if not claim.held():  # judged dead and taken over (e.g. suspended past the staleness limit)
+        log.error("run %s: its claim was taken over by another process; not recording", task.key)
+        return skipped(task, "claim taken over by another process while training")
+    return dict(task.store.write(record).data)
+
+
+def skipped(task: RunTask, why: str) -> dict:
+    """What run_one returns for a run it did not train (no record written)."""
+    return {"status": "skipped", "key": dataclasses.asdict(task.key), "reason": why}
+
+
+def _make_way(task: RunTask) -> str | None:
+    """With the claim held: why the run is not to be trained (its record is there), or None after
+    moving aside what stands in the way (a corrupt or stale record; with --force a done one)."""
+    store, key = task.store, task.key
+    state, why = store.examine(key, task.config_hash())
+    if state in ("done", "failed"):
+        redo = task.force or (task.retry_failed and state == "failed")
+        if not redo or store.record_path(key).stat().st_mtime > task.planned_at:
+            return f"already {state}"
+        if state == "failed" and not task.force:
+            return None  # --retry-failed: the new record replaces the failed one
+    if state == "missing":
+        return None
+    moved = store.set_aside(key, "replaced" if state in ("done", "failed") else state)
+    if moved is not None:
+        log.info("run %s: %s record set aside as %s%s", key, state, moved.name,
+                 f" ({why})" if why else "")
+    return None
+
+
+@contextlib.contextmanager
+def _stop_with_launcher(task: RunTask):
+    """Under the local launcher: stop this worker when the launcher is gone (killed, even by
+    SIGKILL: a thread polls its pid) or when it is asked to (SIGTERM, SIGINT; submitit's workers
+    otherwise ignore SIGTERM). Stopping raises KeyboardInterrupt in the main thread, so the claim
+    is released and the checkpoint kept; a worker that has not ended `STOP_GRACE_SECONDS` later
+    exits regardless."""
+    if task.launcher is None:
+        yield
+        return
+    pid, start = task.launcher
+    done = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, signal.default_int_handler)
+
+    def watch():
+        while not done.wait(LAUNCHER_POLL_SECONDS):
+            if not pid_alive(pid, start):
+                log.warning("run %s: launcher (pid %d) is gone: stopping; the checkpoint is kept",
+                            task.key, pid)
+                _thread.interrupt_main(signal.SIGINT)
+                if not done.wait(STOP_GRACE_SECONDS):
+                    os._exit(143)
+                return
+
+    thread = threading.Thread(target=watch, daemon=True, name="launcher watchdog")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _claimed(task: RunTask, work: Callable[[RunTask, object], dict]) -> dict:
+    """`work(task, claim)` while holding the run's claim, if the run is still to do; else what
+    skipped() says (another process holds the claim, or the record is there now)."""
+    with _stop_with_launcher(task):
+        claim = task.store.claim(task.key, job=job_id(), heartbeat_s=HEARTBEAT_SECONDS,
+                                 stale_after=STALE_AFTER_SECONDS)
+        if isinstance(claim, ClaimInfo):
+            log.info("run %s: in progress elsewhere (%s): skipped", task.key, claim.describe())
+            return skipped(task, f"in progress ({claim.describe()})")
+        with claim:
+            why = _make_way(task)
+            if why is not None:
+                log.info("run %s: %s: skipped", task.key, why)
+                return skipped(task, why)
+            return work(task, claim)
 
 
 def error_summary(err: BaseException, limit: int = 300) -> str:
@@ -285,8 +388,13 @@ def error_summary(err: BaseException, limit: int = 300) -> str:
 
 
 def run_one(task: RunTask) -> dict:
-    """Run one task and write its record; a failure is recorded (status 'failed'), not raised."""
+    """Claim, run and record one task; a failure is recorded (status 'failed'), not raised. A run
+    that is not to be trained (claimed by another process, or recorded meanwhile) is skipped."""
     _ensure_logging()
+    return _claimed(task, _train_and_record)
+
+
+def _train_and_record(task: RunTask, claim) -> dict:
     # Slurm without CPU binding (cgroups) lets torch see every core of the node: use the allocation
     threads = task.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
     if threads:
@@ -301,9 +409,9 @@ def run_one(task: RunTask) -> dict:
         log.error("run %s failed: %s", key, error_summary(err))
         record.update(status="failed", error=error_summary(err),
                       traceback=traceback.format_exc()[-4000:])
-    _write_record(task, record, start)
+    record = _write_record(task, record, start, claim)
     if record["status"] == "ok":
-        task.checkpoint_path.unlink(missing_ok=True)
+        task.store.remove_checkpoint(task.key)
     return record
 
 
@@ -338,13 +446,17 @@ class SlurmRun(submitit.helpers.Checkpointable):
 
     def _give_up(self, task: RunTask, requeues: int) -> dict:
         _ensure_logging()
-        log.error("run %s: not requeued again after %d requeues (max_requeues %d)", task.key,
-                  requeues, self.max_requeues)
-        record = _new_record(task)
-        record.update(status="failed", error=f"Requeued {requeues} times, the most max_requeues="
-                      f"{self.max_requeues} allows; rerun with --retry-failed to resume from its "
-                      "checkpoint")
-        return _write_record(task, record, time.perf_counter())
+
+        def record_failure(task: RunTask, claim) -> dict:
+            log.error("run %s: not requeued again after %d requeues (max_requeues %d)", task.key,
+                      requeues, self.max_requeues)
+            record = _new_record(task)
+            record.update(status="failed", error=f"Requeued {requeues} times, the most "
+                          f"max_requeues={self.max_requeues} allows; rerun with --retry-failed to "
+                          "resume from its checkpoint")
+            return _write_record(task, record, time.perf_counter(), claim)
+
+        return _claimed(task, record_failure)
 
 
 def _requeue_count() -> int:

@@ -27,9 +27,9 @@ from methods import get_method
 from .evaluate import evaluate
 from .keys import RunKey
 from .profiles import load_profile
-from .records import write_json_atomic, write_text_atomic
 from .run import RunTask, fit, prepare
 from .specs import load_dataset_settings
+from .store import write_json_atomic, write_text_atomic
 from .train import save_atomic
 
 log = logging.getLogger("gpvae_bench")

@@ -28,9 +28,9 @@ from methods.likelihoods import make_likelihood
 
 from . import datasets
 from .index_page import write_index
-from .records import write_json_atomic, write_text_atomic
 from .render import DATASET_LABELS
 from .specs import load_dataset_settings
+from .store import ResultsStore, write_json_atomic, write_text_atomic
 
 log = logging.getLogger("gpvae_bench")
 TIMING_METRICS = ("inference_ms",)
@@ -181,7 +181,7 @@ def run_timing_table(spec, profile, args, device: str, methods, requested, dims)
     )
     columns = [(ds, dim) for ds in datasets_ for dim in dims]
     out = Path(args.results_dir)
-    write_json_atomic(out / "runs" / profile.name / spec.name / "timings.json", {
+    write_json_atomic(ResultsStore(out).timings_path(profile.name, spec.name), {
         "caption": caption, "missing": missing,
         "ms_per_batch": {f"{ds}/d{dim}": cells for (ds, dim), cells in times.items()},
         "ms_per_pass": {f"{ds}/d{dim}": cells for (ds, dim), cells in passes.items()},

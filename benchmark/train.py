@@ -11,20 +11,14 @@ from pathlib import Path
 import torch
 
 from .evaluate import batched_mean
+from .store import load_checkpoint
+from .store import save_checkpoint as save_atomic  # torch.save through the store's atomic writer
 
 log = logging.getLogger("gpvae_bench")
 
 
 class NonFiniteLoss(FloatingPointError):
     pass
-
-
-def save_atomic(path: Path, state: dict) -> None:
-    """torch.save to a temp file beside `path`, then rename over it: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
@@ -60,7 +54,7 @@ def train(
     order_gen = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val": -math.inf, "best_epoch": -1, "best_weights": None,
              "history": [], "resumed_from_epoch": None}
-    saved = torch.load(checkpoint, weights_only=False) if checkpoint and checkpoint.exists() else None
+    saved = load_checkpoint(checkpoint) if checkpoint else None
     if saved is not None and saved.get("tag") != checkpoint_tag:
         log.warning("ignoring checkpoint %s: made with another configuration", checkpoint)
         saved = None

@@ -13,9 +13,9 @@ from methods import registry
 
 
 def rec(method, split, restart, test, val, dim=10, status="ok"):
-    return {"status": status,
-            "key": {"dataset": "mnist", "dim": dim, "method": method, "variant": "default",
-                    "split": split, "restart": restart},
+    return {"status": status, "config_hash": "x",
+            "key": {"profile": "smoke", "table": "table1", "dataset": "mnist", "dim": dim,
+                    "method": method, "variant": "default", "split": split, "restart": restart},
             "metrics": {"test_iwae": test, "val_iwae": val, "mean_image_floor": -1400.0},
             "wall_seconds": 1.0}
 

@@ -1,5 +1,6 @@
 """Verdicts on the paper's claims (benchmark/claims.py) on hand-made records, and --claims."""
 
+import dataclasses
 import json
 import math
 import re
@@ -16,8 +17,8 @@ from benchmark.aggregate import ALPHA, best_restarts, records_frame
 from benchmark.cli import main
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
-from benchmark.records import write_json_atomic
 from benchmark.specs import load_table_spec
+from benchmark.store import write_json_atomic
 from benchmark.yamlio import ConfigError
 
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "gpvae-paper.md"
@@ -29,8 +30,8 @@ TOL = 3.0
 def record(row_id: str, value: float, split: int, dataset="mnist", dim=10, restart=0) -> dict:
     method, _, variant = row_id.partition("-")
     return {"status": "ok", "config_hash": "x",
-            "key": {"dataset": dataset, "dim": dim, "method": method, "variant": variant,
-                    "split": split, "restart": restart},
+            "key": {"profile": "smoke", "table": "table1", "dataset": dataset, "dim": dim,
+                    "method": method, "variant": variant, "split": split, "restart": restart},
             "metrics": {"test_iwae": value, "val_iwae": value, "mean_image_floor": -2000.0}}
 
 
@@ -412,8 +413,7 @@ def write_synthetic_records(results: Path) -> None:
         value = 600.0 + k.dim + BASE[row] + 25.0 * k.split + scale * (1 if k.split else -1)
         write_json_atomic(task.record_path, {
             "status": "ok", "config_hash": task.config_hash(),
-            "key": {"dataset": k.dataset, "dim": k.dim, "method": k.method, "variant": k.variant,
-                    "split": k.split, "restart": k.restart},
+            "key": dataclasses.asdict(k),
             "metrics": {"test_iwae": value, "val_iwae": value, "mean_image_floor": -2000.0},
             "wall_seconds": 1.0})
 

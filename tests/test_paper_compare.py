@@ -1,5 +1,6 @@
 """The paper's numbers against the paper's text, and the side-by-side comparison on synthetic data."""
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -14,9 +15,9 @@ from benchmark.cli import main
 from benchmark.paper_tables import PaperTable, load_paper_table, paper_table_names
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
-from benchmark.records import write_json_atomic
 from benchmark.render import TableData
 from benchmark.specs import Row, TableSpec, load_table_spec, table_names
+from benchmark.store import write_json_atomic
 from methods import registered_methods
 
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "gpvae-paper.md"
@@ -231,8 +232,7 @@ def write_synthetic_records(results: Path, shift: float) -> None:
         value = mean + shift + (0.5 if k.split else -0.5)
         write_json_atomic(task.record_path, {
             "status": "ok", "config_hash": task.config_hash(),
-            "key": {"dataset": k.dataset, "dim": k.dim, "method": k.method, "variant": k.variant,
-                    "split": k.split, "restart": k.restart},
+            "key": dataclasses.asdict(k),
             "metrics": {"test_iwae": value, "val_iwae": value, "mean_image_floor": -2000.0},
             "wall_seconds": 1.0})
 

@@ -13,9 +13,9 @@ from benchmark.cli import main
 from benchmark.launch import _outcome
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
-from benchmark.records import write_json_atomic
 from benchmark.run import SlurmRun
 from benchmark.specs import load_table_spec
+from benchmark.store import write_json_atomic
 from benchmark.submissions import note_submitted, slurm_queue_states
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,9 @@ def test_dry_run_prints_states_arrays_and_sbatch_parameters(capsys, mnist_root, 
     done, failed = tasks[0], tasks[2]
     for task, status in ((done, "ok"), (failed, "failed")):
         write_json_atomic(task.record_path, {"key": task.config()["key"], "status": status,
-                                             "config_hash": task.config_hash()})
+                                             "config_hash": task.config_hash(),
+                                             "metrics": {"test_iwae": 1.0, "val_iwae": 1.0,
+                                                         "mean_image_floor": 0.0}})
     rc, out, err = dry_run(capsys, mnist_root, tmp_path)
     assert rc == 0
     assert "4 runs: 1 done, 1 failed, 2 missing; 2 to run" in err
