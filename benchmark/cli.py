@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from methods.registry import PluginImportError, registered_methods
 
-from . import claims, compare, datasets, figures, timing
+from . import claims, compare, datasets, export, figures, timing
 from .aggregate import floors, low_power_note, records_frame, summarize
 from .index_page import write_index
 from .keys import RunKey
@@ -221,6 +221,7 @@ def write_tables(data: TableData, results_dir: Path, paper=None, claim_report=No
         paths += compare.write_comparison(data, paper, out)
     if claim_report is not None:
         paths += claims.write_report(claim_report, out)
+    paths += export.write_records_export(results_dir, [data.spec])  # every record, one row each
     paths.append(write_index(results_dir))
     return paths
 
