@@ -27,6 +27,20 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
+def copy_optimizer_state(opt: torch.optim.Optimizer, pairs) -> int:
+    """Give each target parameter a copy of its source's optimiser state (Adam's moments and step
+    count); returns how many had state to copy. A parameter without state (never stepped) is left
+    without, as Adam would have it."""
+    copied = 0
+    for source, target in pairs:
+        state = opt.state.get(source)
+        if state:
+            opt.state[target] = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                                 for k, v in state.items()}
+            copied += 1
+    return copied
+
+
 def train(
     model,
     train_images: torch.Tensor,
@@ -72,6 +86,7 @@ def train(
         start = time.perf_counter()
         model.train()
         model.on_epoch_start(epoch, epochs)
+        copy_optimizer_state(opt, model.take_optimizer_state_copies())
         total = 0.0
         for idx in torch.randperm(n, generator=order_gen).split(batch_size):
             loss = model.loss(to_input(train_images[idx]))

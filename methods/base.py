@@ -15,6 +15,9 @@ posterior q(z|x). The harness only ever calls:
                  the method's final model (RME before its last component joins): the trainer neither
                  stops early after such an epoch nor keeps its weights as the best; default True;
 - `diagnostics(x)` optional batch means to keep in the record (e.g. mixing weights);
+- `take_optimizer_state_copies()` (source, target) parameter pairs whose optimiser state the
+                 trainer copies right after `on_epoch_start` (a component that starts as a copy of
+                 another also starts with its Adam moments, not with Adam's sign-sized first step);
 - `prepare_inference()` precompute whatever test-time inference needs that does not depend on x
                  (called before timing, so a one-off cost is not timed; a method must still
                  never use stale state, so this is an optimisation, not a requirement).
@@ -122,6 +125,11 @@ class EncoderModel(nn.Module):
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called by the trainer before each epoch (0-based)."""
+
+    def take_optimizer_state_copies(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(source, target) parameters whose optimiser state the trainer should copy now (called
+        right after `on_epoch_start`; a method returns each pair once). Default: none."""
+        return []
 
     def model_complete(self, epoch: int, num_epochs: int) -> bool:
         """Whether the model after (0-based) `epoch` is the method's final model; default: always."""
