@@ -346,7 +346,10 @@ def _stop_with_launcher(task: RunTask):
             if not pid_alive(pid, start):
                 log.warning("run %s: launcher (pid %d) is gone: stopping; the checkpoint is kept",
                             task.key, pid)
-                _thread.interrupt_main(signal.SIGINT)
+                if previous:  # a real signal, so that a blocking call in the main thread returns
+                    os.kill(os.getpid(), signal.SIGINT)
+                else:
+                    _thread.interrupt_main(signal.SIGINT)
                 if not done.wait(STOP_GRACE_SECONDS):
                     os._exit(143)
                 return

@@ -274,13 +274,21 @@ def proc_start(pid: int) -> int | None:
 
 
 def pid_alive(pid: int, start: int | None = None) -> bool:
-    """Whether process `pid` (started at `start`, when known) still runs on this host."""
+    """Whether process `pid` (started at `start`, when known) still runs on this host: not gone,
+    not a zombie (a killed process whose parent has not reaped it; in a container whose PID 1 does
+    not reap, orphans stay zombies), not a reused pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
+            return False
+    except (OSError, ValueError):
+        pass
     if start is not None:
         now = proc_start(pid)
         if now is not None and now != start:

@@ -292,6 +292,19 @@ def test_a_live_claim_is_respected(tmp_path, case, fields):
     assert store.run_state(KEY, "abc") == "in progress"
 
 
+def test_a_killed_but_unreaped_process_is_dead():
+    """In a container whose PID 1 does not reap orphans, a SIGKILLed launcher stays a zombie."""
+    from benchmark.store import pid_alive
+
+    proc = subprocess.Popen(["sleep", "30"])
+    assert pid_alive(proc.pid, proc_start(proc.pid))
+    proc.kill()
+    time.sleep(0.2)  # not reaped yet: a zombie
+    assert not pid_alive(proc.pid)
+    proc.wait()
+    assert not pid_alive(proc.pid)
+
+
 def test_a_requeued_slurm_job_takes_over_its_earlier_incarnations_claim(tmp_path):
     store = ResultsStore(tmp_path)
     write_claim(store, KEY, host="node7", pid=4242, job="17_3")  # fresh heartbeat, other host
