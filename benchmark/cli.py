@@ -209,7 +209,7 @@ def build_table(plan: Plan, spec, profile, records: list[Record], paired: bool) 
 
 
 def write_tables(data: TableData, results_dir: Path, paper=None, claim_report=None) -> list[Path]:
-    out = Path(results_dir) / "tables"
+    out = ResultsStore(results_dir).tables_dir()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, text in (("md", to_markdown(data)), ("tex", to_latex(data)),
@@ -389,7 +389,8 @@ def _timing_claims(spec, profile, claim_set, results_dir: Path) -> None:
     report = claims.build_report(spec, claim_set, results_dir=results_dir,
                                  timings=claims.read_timings(path), timing_source=str(path),
                                  caption=f"Profile '{profile.name}': times from {path}.")
-    paths = claims.write_report(report, results_dir / "tables") + [write_index(results_dir)]
+    paths = claims.write_report(report, ResultsStore(results_dir).tables_dir()) + [
+        write_index(results_dir)]
     print(claims.to_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
 

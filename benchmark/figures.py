@@ -48,7 +48,7 @@ from .index_page import write_index
 from .keys import RunKey
 from .run import split_indices
 from .specs import load_dataset_settings
-from .store import write_json_atomic
+from .store import ResultsStore, write_json_atomic
 from .train import save_atomic, train
 
 log = logging.getLogger("gpvae_bench")
@@ -90,7 +90,7 @@ def train_or_load(data: datasets.ImageData, fs: FigureSettings, results_dir: Pat
     """The trained model, from the cache when one with the same training settings exists."""
     config = fs.training_dict()
     tag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    path = results_dir / "figures" / "model" / f"{METHOD}-{DATASET}-d{LATENT_DIM}-{tag}.pt"
+    path = ResultsStore(results_dir).figures_dir() / "model" / f"{METHOD}-{DATASET}-d{LATENT_DIM}-{tag}.pt"
     key = _key()
     train_idx, val_idx = split_indices(len(data.train), data.val_fraction, key.split_seed)
     train_idx = train_idx if fs.train_size is None else train_idx[: fs.train_size]
@@ -221,7 +221,7 @@ def plot_figures(panels: list[dict], out_dir: Path) -> list[Path]:
 
 def make_figures(data: datasets.ImageData, fs: FigureSettings, results_dir: Path,
                  device: str = "cpu") -> dict:
-    out_dir = Path(results_dir) / "figures"
+    out_dir = ResultsStore(results_dir).figures_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     model, cache, trained = train_or_load(data, fs, Path(results_dir), device)

@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .store import write_text_atomic
+from .store import ResultsStore, write_text_atomic
 
 INDEX_NAME = "index.html"
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
@@ -52,9 +52,10 @@ def _figure_html(png: Path) -> str:
 
 def build_index(results_dir: Path | str) -> str:
     results_dir = Path(results_dir)
-    tables = sorted((p for p in (results_dir / "tables").glob("*.html") if p.name != INDEX_NAME),
+    tables = sorted((p for p in ResultsStore(results_dir).tables_dir().glob("*.html")
+                     if p.name != INDEX_NAME),
                     key=_sort_key)
-    fig_dir = results_dir / "figures"
+    fig_dir = ResultsStore(results_dir).figures_dir()
     pngs = sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else []
     notes = sorted(fig_dir.glob("*.json")) if fig_dir.is_dir() else []
     nav = " ".join(f"<a href='#{p.stem}'>{html.escape(p.stem)}</a>" for p in tables)
@@ -79,6 +80,6 @@ def build_index(results_dir: Path | str) -> str:
 
 
 def write_index(results_dir: Path | str) -> Path:
-    path = Path(results_dir) / "tables" / INDEX_NAME
+    path = ResultsStore(results_dir).tables_dir() / INDEX_NAME
     write_text_atomic(path, build_index(results_dir))
     return path

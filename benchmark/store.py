@@ -493,6 +493,13 @@ class ResultsStore:
     def tables_dir(self) -> Path:
         return self.root / "tables"
 
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    def record_paths(self) -> list[Path]:
+        """Every run record under runs/ (not set-aside copies, claims, checkpoints or timings)."""
+        return sorted(self.root.glob("runs/*/*/*/d*/*/s*-r*.json"))
+
     def jobs_dir(self, profile: str, table: str) -> Path:
         """submitit's folder for a table (job pickles, per-task logs): with the results, which on
         a cluster is a file system the nodes share."""

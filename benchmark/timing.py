@@ -188,10 +188,11 @@ def run_timing_table(spec, profile, args, device: str, methods, requested, dims)
         "batches": {f"{ds}/d{dim}": list(s) for (ds, dim), s in sizes.items()},
     })
     texts = render(spec, rows, columns, times, missing, caption)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+    tables = ResultsStore(out).tables_dir()
+    tables.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, text in texts.items():
-        paths.append(out / "tables" / f"{spec.name}.{suffix}")
+        paths.append(tables / f"{spec.name}.{suffix}")
         write_text_atomic(paths[-1], text)
     paths.append(write_index(out))
     print(texts["md"])
