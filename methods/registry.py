@@ -8,6 +8,7 @@ environment) see them as well.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -17,10 +18,14 @@ from typing import Any
 PLUGINS_ENV = "GPVAE_BENCH_PLUGINS"
 _REGISTRY: dict[str, MethodInfo] = {}
 _imported_plugins: set[str] = set()
+_BROKEN: dict[str, str] = {}  # plugin module -> 'ErrorType: message' of its failed import
+_lenient = False  # see lenient_plugins()
 BUILD_ARGUMENTS = ("self", "net", "latent_dim", "likelihood", "num_train")  # what the harness passes
 
 
 class PluginImportError(ImportError):
+    exit_code = 2  # the CLI prints it as one `error:` line
+
     def __str__(self) -> str:
         return self.args[0]
 
@@ -85,28 +90,73 @@ def register(name: str, *, label: str, variants=({},)):
     return deco
 
 
-def import_env_plugins() -> None:
-    """Import the modules named in $GPVAE_BENCH_PLUGINS that are not imported yet."""
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def import_plugin(module: str) -> bool:
+    """Import a plugin module; if that fails, remember it as broken (see `broken_plugins`) rather
+    than raise, so that one bad plugin file does not take the other methods down with it."""
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - any error in a plugin's module body
+        _BROKEN[module] = _first_line(err)
+        return False
+    _BROKEN.pop(module, None)
+    return True
+
+
+def broken_plugins() -> dict[str, str]:
+    """{module: 'ErrorType: first line of the message'} of the plugin modules that failed to import."""
+    import_env_plugins(strict=False)
+    return dict(sorted(_BROKEN.items()))
+
+
+@contextlib.contextmanager
+def lenient_plugins():
+    """Within this, a $GPVAE_BENCH_PLUGINS module that fails to import is listed as broken
+    (`broken_plugins`) instead of raising, wherever methods are looked up (what --list wants)."""
+    global _lenient
+    before, _lenient = _lenient, True
+    try:
+        yield
+    finally:
+        _lenient = before
+
+
+def import_env_plugins(strict: bool = True) -> None:
+    """Import the modules named in $GPVAE_BENCH_PLUGINS that are not imported yet. One that fails
+    raises PluginImportError (strict: they were asked for by name) or is listed as broken."""
     for module in os.environ.get(PLUGINS_ENV, "").split(","):
         module = module.strip()
         if not module or module in _imported_plugins:
             continue
         _imported_plugins.add(module)  # first: a plugin that looks methods up must not re-import itself
-        try:
-            importlib.import_module(module)
-        except Exception as err:
+        if not import_plugin(module):
             _imported_plugins.discard(module)
-            raise PluginImportError(f"${PLUGINS_ENV}: cannot import plugin module {module!r}: "
-                                    f"{type(err).__name__}: {err}") from err
+            if strict and not _lenient:
+                raise PluginImportError(f"${PLUGINS_ENV}: cannot import plugin module {module!r}: "
+                                        f"{_BROKEN[module]}")
+
+
+def broken_note() -> str:
+    """'; plugin modules that failed to import (fix them): m (ErrorType: why)', or ''."""
+    if not _BROKEN:
+        return ""
+    return "; plugin modules that failed to import (fix them): " + "; ".join(
+        f"{module} ({error})" for module, error in sorted(_BROKEN.items()))
 
 
 def get_method(name: str) -> MethodInfo:
-    import_env_plugins()
+    if name not in _REGISTRY:  # plugins named in the environment may register it
+        import_env_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise UnknownMethodError(f"unknown method {name!r}; registered methods: {known}") from None
+        raise UnknownMethodError(f"unknown method {name!r}; registered methods: {known}"
+                                 + broken_note()) from None
 
 
 def registered_methods() -> dict[str, MethodInfo]:
