@@ -45,13 +45,22 @@ _OS_HINTS = {
                   "kept)",
     errno.EDQUOT: "free some space or choose another --results-dir, then rerun (finished runs are "
                   "kept)",
-    errno.EROFS: "the file system is read-only: choose a writable --results-dir",
+    errno.EROFS: "choose a writable --results-dir",
     errno.EACCES: "make it writable (chmod u+w) or choose another --results-dir",
     errno.EPERM: "make it writable (chmod u+w) or choose another --results-dir",
     errno.ENOTDIR: "a file is in the way of a folder: move it away or choose another --results-dir",
     errno.EISDIR: "a folder is where a file should be: move it away, then rerun",
     errno.EEXIST: "something is in the way: move it away, then rerun",
 }
+
+
+# filesystem errors that say the results folder cannot take more (not that a method failed): a run
+# hitting one stops the sweep with one line instead of being recorded as failed
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def environment_failure(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS
 
 
 def describe_os_error(err: OSError) -> str:

@@ -48,9 +48,17 @@ class LauncherError(RuntimeError):
 def _outcome(job, task: RunTask) -> dict:
     """The record run_one returned, or a failure record (written) if the job itself died."""
     try:
-        return job.result()
+        record = job.result()
     except Exception as err:
         return _record_dead_job(job, task, f"{type(err).__name__}: {err}")
+    return _stop_on(record)
+
+
+def _stop_on(record: dict) -> dict:
+    """A run that stopped because the results disk is full or read-only stops the sweep."""
+    if record.get("status") == "stopped":
+        raise Unavailable(record["error"])
+    return record
 
 
 def _record_dead_job(job, task: RunTask, error: str) -> dict:
@@ -138,7 +146,7 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
                 running.append((executor.submit(run_one, task), task))
             if not _reap(running, records, bar):
                 time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:  # do not leave training subprocesses running behind the user
+    except (KeyboardInterrupt, Unavailable):  # leave no training subprocess behind the user
         for job, _ in running:
             _stop_local(job)
         raise
@@ -158,7 +166,7 @@ def _debug(tasks: list[RunTask], folder: Path, bar: tqdm) -> list[dict]:
     executor = submitit.DebugExecutor(folder)
     records = []
     for task in tasks:
-        records.append(executor.submit(run_one, task).result())  # run_one records its failures
+        records.append(_stop_on(executor.submit(run_one, task).result()))  # failures are recorded
         bar.update(1)
     return records
 

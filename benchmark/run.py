@@ -38,6 +38,7 @@ from methods import get_method
 from methods.likelihoods import make_likelihood
 
 from . import datasets
+from .errors import describe_os_error, environment_failure
 from .evaluate import evaluate, mean_diagnostics, mean_image_log_likelihood
 from .keys import RunKey
 from .profiles import Profile
@@ -299,6 +300,13 @@ def _write_record(task: RunTask, record: dict, start: float, claim) -> dict:
     return dict(task.store.write(record).data)
 
 
+def stopped(task: RunTask, err: OSError) -> dict:
+    """What run_one returns when the results disk cannot take the run (full, read-only): no record
+    is written, and the launcher stops the sweep with `error`, one line (launch._stop_on)."""
+    return {"status": "stopped", "key": dataclasses.asdict(task.key),
+            "error": describe_os_error(err)}
+
+
 def skipped(task: RunTask, why: str) -> dict:
     """What run_one returns for a run it did not train (no record written)."""
     return {"status": "skipped", "key": dataclasses.asdict(task.key), "reason": why}
@@ -409,6 +417,9 @@ def _train_and_record(task: RunTask, claim) -> dict:
     try:
         record.update(train_and_evaluate(task), status="ok")
     except Exception as err:  # recorded, so one failing run never stops the others
+        if environment_failure(err):  # disk full, read-only: no method failed; record nothing
+            log.info("run %s stopped: %s", key, describe_os_error(err))
+            return stopped(task, err)
         log.error("run %s failed: %s", key, error_summary(err))
         record.update(status="failed", error=error_summary(err),
                       traceback=traceback.format_exc()[-4000:])

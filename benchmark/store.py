@@ -86,11 +86,38 @@ def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
+class _KeepOSError:
+    """A file's write() that remembers the OSError it raised: torch.save turns a full disk into a
+    RuntimeError ('unexpected pos ...'), and the caller should see the disk error instead."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save through the atomic writer: never a half-written checkpoint, nor a stray temp."""
     import torch
 
-    write_atomic(path, lambda f: torch.save(state, f))
+    def save(f: IO[bytes]) -> None:
+        out = _KeepOSError(f)
+        try:
+            torch.save(state, out)
+        except RuntimeError:
+            if out.error is not None:
+                raise OSError(out.error.errno, out.error.strerror, str(path)) from None
+            raise
+
+    write_atomic(path, save)
 
 
 def load_checkpoint(path: Path) -> dict | None:
