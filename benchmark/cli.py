@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from methods.registry import PluginImportError, registered_methods
+from methods.registry import (
+    PluginImportError,
+    UnknownMethodError,
+    broken_note,
+    broken_plugins,
+    lenient_plugins,
+    registered_methods,
+)
 
 from . import claims, compare, datasets, export, figures, timing
 from .aggregate import floors, low_power_note, records_frame, summarize
+from .errors import InputError, Unavailable, UsageError, describe_os_error, one_line
 from .index_page import write_index
 from .keys import RunKey
 from .launch import LAUNCHERS, LauncherError, follow_up, launch
@@ -32,11 +41,6 @@ from .yamlio import ConfigError
 
 log = logging.getLogger("gpvae_bench")
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "data")
-
-
-class UsageError(ValueError):
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,9 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_everything() -> str:
+    with lenient_plugins():  # a plugin that fails to import is listed as broken, not fatal
+        return _list_everything()
+
+
+def _list_everything() -> str:
     lines = ["tables:"]
     for name in table_names():
-        spec = load_table_spec(name)
+        try:
+            spec = load_table_spec(name)
+        except ConfigError as err:
+            lines.append(f"  {name}: broken: {err}")
+            continue
         lines.append(f"  {name}: {spec.title} [{', '.join(spec.datasets)}; dims "
                      f"{', '.join(map(str, spec.dims))}; {len(spec.rows)} rows]")
     lines.append("methods:")
@@ -122,9 +135,14 @@ def list_everything() -> str:
         rows = [Row.of(name, v) for v in info.variants]
         variants = ", ".join(f"{row.label} = {row.id}" for row in rows)
         lines.append(f"  {name}: {variants}")
+    for module, error in broken_plugins().items():
+        lines.append(f"  broken: {module} failed to import ({error}): its methods are unavailable")
     lines.append("profiles:")
     for name in profile_names():
-        lines.append(f"  {name}: {load_profile(name).description}")
+        try:
+            lines.append(f"  {name}: {load_profile(name).description}")
+        except ConfigError as err:
+            lines.append(f"  {name}: broken: {err}")
     lines.append(f"datasets: {', '.join(datasets.dataset_names())}")
     return "\n".join(lines)
 
@@ -162,10 +180,53 @@ def _resolve_device(name: str) -> str:
     return name
 
 
+def _check_rows(spec, methods: set | None, option: str | None) -> None:
+    """--methods must select some row of the table, and the selected rows' plugins must import."""
+    selected = [row for row in spec.rows if row.selected_by(methods)]
+    if not selected:
+        families = ", ".join(dict.fromkeys(row.method for row in spec.rows))
+        raise UsageError(f"--methods {option}: selects none of the rows of {spec.name}; its "
+                         f"methods: {families} (or rows by id, see --list)")
+    unavailable = [row for row in selected if not row.has_plugin]
+    if unavailable and broken_plugins():
+        raise PluginImportError(f"row {unavailable[0].label} of {spec.name} needs method "
+                                f"{unavailable[0].method!r}, which is not registered"
+                                + broken_note())
+
+
+def _check_results_dir(results_dir: str) -> None:
+    """Before any training: the results folder must be a folder this process can write into."""
+    path = Path(results_dir)
+    if path.exists() and not path.is_dir():
+        raise Unavailable(f"--results-dir {path} is a file, not a folder: move it away or choose "
+                          "another --results-dir")
+    path.mkdir(parents=True, exist_ok=True)  # an OSError here is reported by main()
+    with tempfile.TemporaryFile(dir=path, prefix=".write-test-"):
+        pass
+
+
+def _data_missing(plan: Plan, data_root: str) -> None:
+    """Say why a column without a single record was not run: its files are not there (a cheap
+    look, so that --collect keeps the reason too). A column with records shows them."""
+    loaders = {t.key.dataset: t.data_name for t in plan.tasks}
+    for ds, loader in loaders.items():
+        tasks = [t for t in plan.tasks if t.key.dataset == ds]
+        if any(plan.states[t.key] in ("done", "failed") for t in tasks):
+            if plan.unavailable.get(ds) == "data missing":
+                del plan.unavailable[ds]
+        elif ds not in plan.unavailable and not datasets.files_present(loader, data_root):
+            plan.unavailable[ds] = "data missing"
+
+
 def _check_data(plan: Plan, pending, requested: set | None, data_root: str, download: bool):
-    """The pending runs whose data can be loaded; the columns left out are marked unavailable."""
-    _, missing = datasets.load_columns({t.key.dataset: t.data_name for t in pending}, data_root,
-                                       download, named=requested)
+    """The pending runs whose data can be loaded; the columns left out are marked unavailable.
+    Missing data is an error only for a column the user named, or when the table would show
+    nothing at all (no other column to run and no finished run)."""
+    columns = {t.key.dataset: t.data_name for t in pending}
+    others = any(t.key.dataset not in columns or plan.states[t.key] in ("done", "failed")
+                 for t in plan.tasks)
+    _, missing = datasets.load_columns(columns, data_root, download, named=requested,
+                                       others=others)
     for ds in missing:
         plan.unavailable[ds] = "data missing"
     return [t for t in pending if t.key.dataset not in missing]
@@ -257,7 +318,8 @@ def run(args) -> int:
     if unknown:
         raise UsageError(f"unknown method {unknown[0]!r}; registered methods: "
                          + ", ".join(registered_methods()) + f"; rows of {spec.name}: "
-                         + ", ".join(r.id for r in spec.rows))
+                         + ", ".join(r.id for r in spec.rows) + broken_note())
+    _check_rows(spec, methods, args.methods)
     requested = _csv(args.datasets)
     for ds in requested or ():
         if ds not in spec.datasets:
@@ -272,6 +334,8 @@ def run(args) -> int:
             raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
                              f"{profile.name!r}")
         profile = dataclasses.replace(profile, splits=args.splits)
+    if not args.dry_run:
+        _check_results_dir(args.results_dir)
     if timing.is_timing_table(spec):  # nothing to train: timed in this process
         if args.compare_paper:
             raise UsageError(f"--compare-paper compares log-likelihood tables; {spec.name} is a "
@@ -350,12 +414,24 @@ def run(args) -> int:
         print("submitted; run again with --collect to render what has finished", file=sys.stderr)
         return 0
 
-    records = collect_records(plan)
-    data = build_table(plan, spec, profile, records, args.paired)
+    # the table shows every row and column with records, whatever --methods/--datasets/--dims ran
+    table_plan = plan
+    if (methods, requested, dims) != (None, None, None):
+        table_plan = make_plan(spec, profile, data_root=args.data_root,
+                               results_dir=args.results_dir, device=device, threads=threads,
+                               download=args.download)
+        table_plan.unavailable.update(plan.unavailable)
+        for ds, why in plan.unavailable.items():
+            if why == "not selected":
+                del table_plan.unavailable[ds]
+    _data_missing(table_plan, args.data_root)
+    all_records = collect_records(table_plan)
+    records = [r for r in all_records if r.key in plan.states]  # the runs this command selected
+    data = build_table(table_plan, spec, profile, all_records, args.paired)
     report = None
     if claim_set is not None:
         report = claims.build_report(
-            spec, claim_set, results_dir=args.results_dir, records=records,
+            spec, claim_set, results_dir=args.results_dir, records=all_records,
             caption=f"Profile '{profile.name}': {profile.splits} splits x {profile.restarts} "
             "restarts (best validation IWAE kept per split).")
     paths = write_tables(data, Path(args.results_dir), paper, report)
@@ -433,11 +509,12 @@ def main(argv=None) -> int:
     _setup_logging(args.quiet)
     try:
         return run(args)
-    except (ConfigError, UsageError, LauncherError, datasets.DatasetMissing, KeyError,
-            PluginImportError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    except (InputError, LauncherError, PluginImportError, UnknownMethodError) as err:
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except OSError as err:  # results not writable: read-only, disk full, something in the way
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished runs are recorded; rerun to continue", file=sys.stderr)
         return 130

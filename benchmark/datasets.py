@@ -571,6 +571,23 @@ def dataset_names() -> list[str]:
     return sorted(LOADERS)
 
 
+# what each loader needs under the data root, each entry a set of alternatives: a cheap look for
+# the files (nothing is read or checked), to say why a column without records was not run
+_REQUIRED = {
+    "mnist": [{f"MNIST/raw/{n}", f"MNIST/raw/{n}.gz"} for n in MNIST_IMAGES.values()],
+    "binarized_mnist": [{f"binarized_mnist/binarized_mnist_{s}.amat"} for s in BINARIZED_MNIST_MD5],
+    "omniglot": [{"omniglot/chardata.mat"}],
+    "svhn": [{"svhn/train_32x32.mat"}, {"svhn/test_32x32.mat"}],
+    "cifar10": [{f"cifar-10-batches-py/{f}"} for f in ("data_batch_1", "test_batch")],
+    "celeba": [{"celeba/img_align_celeba"}, {"celeba/list_eval_partition.txt"}],
+}
+
+
+def files_present(name: str, root: str | Path) -> bool:
+    """Whether the dataset's files are under `root` (looked for, not loaded or verified)."""
+    return all(any((Path(root) / alt).exists() for alt in alts) for alts in _REQUIRED[name])
+
+
 def load_dataset(name: str, root: str | Path, download: bool = False) -> ImageData:
     if name not in LOADERS:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
@@ -578,12 +595,14 @@ def load_dataset(name: str, root: str | Path, download: bool = False) -> ImageDa
 
 
 def load_columns(loaders: dict[str, str], root: str | Path, download: bool = False,
-                 named: set[str] | None = None) -> tuple[dict[str, ImageData], dict[str, str]]:
+                 named: set[str] | None = None, others: bool = False,
+                 ) -> tuple[dict[str, ImageData], dict[str, str]]:
     """Load the data of a table's columns, `{column: loader name}`, each loader once.
 
     Returns ({column: data}, {column: why missing}). A column whose files are missing is skipped
     with a warning so that the rest of the table still runs; it is an error (DatasetMissing) when
-    the user named that column or when no column is left. The data are loaded in full, not just
+    the user named that column or when no column is left (and not `others`: the table has
+    something else to show, such as finished runs). The data are loaded in full, not just
     looked for, so that a corrupt file (checksums are verified on load) is one error here rather
     than a failure in every run that uses it.
     """
@@ -595,7 +614,7 @@ def load_columns(loaders: dict[str, str], root: str | Path, download: bool = Fal
             errors[loader] = str(err)
     missing = {col: errors[loader] for col, loader in loaders.items() if loader in errors}
     named_missing = [col for col in missing if named and col in named]
-    if named_missing or (missing and len(missing) == len(loaders)):
+    if named_missing or (missing and len(missing) == len(loaders) and not others):
         raise DatasetMissing(missing[(named_missing or list(missing))[0]])
     for col, why in missing.items():
         log.warning("skipping %s: %s", col, why)

@@ -32,7 +32,8 @@ TAIL_COLUMNS = ["wall_seconds", "device", "host", "threads", "git_commit", "reco
 
 def record_paths(results_dir: str | Path) -> list[Path]:
     """Every run record under RESULTS/runs (records set aside, checkpoints and timings are not)."""
-    return sorted((Path(results_dir) / "runs").glob("*/*/*/d*/*/s*-r*.json"))
+    return sorted(p for p in (Path(results_dir) / "runs").glob("*/*/*/d*/*/s*-r*.json")
+                  if p.is_file())  # a folder at a record's path is the store's to report
 
 
 def load_records(results_dir: str | Path) -> list[tuple[Path, dict]]:

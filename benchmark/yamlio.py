@@ -24,8 +24,9 @@ def read_yaml_mapping(path: Path) -> dict:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a YAML file") from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
-                          f"{err.start}): save it as UTF-8") from None
+        line = err.object[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} on line "
+                          f"{line}): save it as UTF-8") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""

@@ -1,16 +1,38 @@
-"""Bad input gets one clear error line and a non-zero exit."""
+"""Bad input gets one clear error line and a non-zero exit, and touches no finished record.
 
+`CASES` is the table of bad inputs: each builds its setting (files, PATH, a monkeypatched write)
+and the command line, and states the exit code (2: the command or what it names must change; 1:
+the machine cannot do it now) and a piece of the one `error: ...` line. Every case runs against a
+results folder that already holds a finished record, which must come out byte for byte the same.
+"""
+
+import errno
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmark.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fixtures_datasets as fx  # noqa: E402
+
+from benchmark import run as run_module  # noqa: E402
+from benchmark.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+PROFILE_KEYS = ("description: x\nepochs: 1\nbatch_size: 8\nlr: 0.001\npatience: null\nsplits: 1\n"
+                "restarts: 1\niwae_k: 2\neval_batch_size: 8\ntrain_size: 64\nval_size: 16\n"
+                "test_size: 16\n")
+ONE_RUN = ["--table", "1", "--profile", "smoke", "--datasets", "mnist", "--dims", "10",
+           "--methods", "vae", "--splits", "1", "--launcher", "debug", "-q"]
 
 
 def run_main(capsys, *args):
@@ -19,62 +41,298 @@ def run_main(capsys, *args):
     return rc, err
 
 
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["--table", "9"], "unknown table '9'; known tables: 1"),
-        (["--table", "1", "--profile", "huge"], "unknown profile 'huge'"),
-        (["--table", "1", "--methods", "vae,bogus"], "unknown method 'bogus'"),
-        (["--table", "4", "--methods", "vlae-t3"], "unknown method 'vlae-t3'"),
-        (["--table", "1", "--datasets", "imagenet"], "dataset 'imagenet' is not in table1"),
-        (["--table", "1", "--dims", "ten"], "--dims ten: expected comma-separated integers"),
-        (["--table", "1", "--dims", "10,7"], "7 is not a latent size of this table"),
-        (["--table", "1", "--device", "tpu"], "--device tpu: not a torch device"),
-        ([], "--table is required"),
-    ],
-)
-def test_unknown_names(capsys, args, needle):
-    rc, err = run_main(capsys, *args)
-    assert rc == 2
-    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+def fake_train_and_evaluate(task):
+    """What train_and_evaluate returns, in no time: the records, plans and tables are real."""
+    value = -100.0 - task.key.split - 10 * (task.key.method != "vae")
+    metrics = {"val_iwae": value, "val_elbo": value - 1, "test_iwae": value, "test_elbo": value - 1,
+               "mean_image_floor": -900.0, "train_seconds": 0.0, "eval_seconds": 0.0}
+    return {"metrics": metrics, "diagnostics": {}, "history": [],
+            "sizes": {"train": 1, "val": 1, "test": 1}}
 
 
-@pytest.mark.parametrize(
-    "text,needle",
-    [
-        ("epochs: [1\n", "not valid YAML"),
-        ("epochs: 1\nbogus: 2\n", "unknown key 'bogus'"),
-        ("description: x\nepochs: two\n", "key 'epochs' must be"),
-        ("- a list\n", "expected a mapping"),
-        ("description: x\nepochs: 2\n", "missing keys 'batch_size', 'lr', 'patience'"),
-    ],
-)
-def test_bad_profile_yaml(capsys, tmp_path, text, needle):
-    path = tmp_path / "mine.yaml"
-    path.write_text(text)
-    rc, err = run_main(capsys, "--table", "1", "--profile", str(path))
-    assert rc == 2 and len(err) == 1 and needle in err[0], err
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """A data root with a tiny MNIST (its MD5s accepted through $GPVAE_BENCH_DATA_MD5SUMS) and no
+    other dataset."""
+    root = tmp_path_factory.mktemp("data")
+    fx.write_idx_mnist_raw(root, n_train=40, n_test=10)
+    raw = root / "MNIST" / "raw"
+    listing = fx.accept_checksums(sorted(raw.iterdir()), root / "MD5SUMS")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPVAE_BENCH_DATA_MD5SUMS", str(listing))
+        yield root
 
 
-def test_missing_data_offline(capsys, tmp_path):
-    rc, err = run_main(capsys, "--table", "1", "--profile", "smoke", "--datasets", "mnist",
-                       "--data-root", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path),
-                       "--launcher", "debug", "-q")
-    assert rc == 2
-    errors = [line for line in err if line.startswith("error:")]
-    assert len(errors) == 1 and "train-images-idx3-ubyte" in errors[0] and "--download" in errors[0]
-    assert not (tmp_path / "runs").exists()
+@pytest.fixture(scope="module")
+def finished(tiny_mnist, tmp_path_factory):
+    """A results folder holding one finished run (table 1, smoke, MNIST d=10, VAE, split 0)."""
+    results = tmp_path_factory.mktemp("finished") / "results"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "train_and_evaluate", fake_train_and_evaluate)
+        assert main(ONE_RUN + ["--data-root", str(tiny_mnist), "--results-dir", str(results)]) == 0
+    [record] = (results / "runs").rglob("*.json")
+    assert json.loads(record.read_text())["status"] == "ok"
+    return results
 
 
-def test_slurm_without_slurm(capsys, tmp_path, mnist_root, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
-    rc, err = run_main(capsys, "--table", "1", "--profile", "smoke", "--datasets", "mnist",
-                       "--dims", "10", "--methods", "vae", "--data-root", str(mnist_root),
-                       "--results-dir", str(tmp_path), "--launcher", "slurm", "--cluster",
-                       str(REPO / "slurm" / "local.yaml"), "-q")
-    assert rc == 2
-    errors = [line for line in err if line.startswith("error:")]
-    assert len(errors) == 1 and "sbatch" in errors[0]
+def snapshot(results: Path) -> dict:
+    runs = results / "runs"
+    return {str(p.relative_to(runs)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(runs.rglob("*")) if p.is_file()} if runs.is_dir() else {}
+
+
+@dataclass
+class Env:
+    """What a case's setup may use: scratch space, the data, the results folder, monkeypatch."""
+
+    tmp: Path
+    data: Path
+    results: Path
+    mp: pytest.MonkeyPatch
+
+    def file(self, name: str, content: str | bytes) -> str:
+        path = self.tmp / name
+        (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+        return str(path)
+
+    def folder(self, name: str) -> str:
+        (self.tmp / name).mkdir()
+        return str(self.tmp / name)
+
+    def to(self, data=None, results=None) -> "Env":
+        """This case's command on another data root or results folder."""
+        self.data, self.results = Path(data or self.data), Path(results or self.results)
+        return self
+
+    def run(self, *args: str) -> list[str]:
+        """A command on the data and results folder of this case."""
+        return [*args, "--data-root", str(self.data), "--results-dir", str(self.results)]
+
+    def profile(self, key: str, value: str) -> list[str]:
+        text = PROFILE_KEYS.replace(f"\n{key}: ", f"\n{key}: {value} #", 1)
+        assert text != PROFILE_KEYS or key == "description"
+        return self.run("--table", "1", "--profile", self.file("p.yaml", text), "--dry-run")
+
+    def corrupt_mnist(self, damage) -> list[str]:
+        data = self.tmp / "data"
+        fx.write_idx_mnist_raw(data, n_train=40, n_test=10)
+        raw = data / "MNIST" / "raw"
+        self.mp.setenv("GPVAE_BENCH_DATA_MD5SUMS", str(fx.accept_checksums(
+            sorted(raw.iterdir()), self.tmp / "MD5SUMS")))
+        damage(raw / "t10k-images-idx3-ubyte")
+        self.data = data
+        return self.run(*ONE_RUN, "--methods", "sa")
+
+    def write_fails(self, err: int, after: int = 0) -> None:
+        """Every write into a file opened through os.fdopen (the atomic writer's temp files)
+        fails with `err` once `after` bytes are written: a full disk, simulated."""
+        real = os.fdopen
+
+        class Failing:
+            def __init__(self, f):
+                self.f, self.n = f, 0
+
+            def write(self, data):
+                self.n += len(data)
+                if self.n > after:
+                    raise OSError(err, os.strerror(err))
+                return self.f.write(data)
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+        self.mp.setattr(os, "fdopen", lambda fd, *a, **k: Failing(real(fd, *a, **k)))
+
+
+def flip(at: int):
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        data[at] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return damage
+
+
+def fake_slurm(env: Env) -> None:
+    """sbatch, squeue, scontrol and sinfo on PATH that fail as Slurm's do with its controller down."""
+    bin_ = env.tmp / "bin"
+    bin_.mkdir()
+    for tool, line in (("sbatch", "sbatch: error: Batch job submission failed: Unable to contact "
+                                  "slurm controller (connect failure)"),
+                       ("squeue", "slurm_load_jobs error: Unable to contact slurm controller "
+                                  "(connect failure)"),
+                       ("scontrol", "slurm_load_ctl_conf error: Unable to contact slurm "
+                                    "controller (connect failure)"),
+                       ("sinfo", "slurm_load_partitions: Unable to contact slurm controller "
+                                 "(connect failure)")):
+        (bin_ / tool).write_text(f"#!/bin/sh\necho '{line}' >&2\nexit 1\n")
+        (bin_ / tool).chmod(0o755)
+    env.mp.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+
+
+def read_only(env: Env) -> None:
+    """A read-only results folder (root ignores permission bits, so the write is made to fail
+    as a read-only file system fails it)."""
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(env.results))
+    env.mp.setattr(tempfile, "TemporaryFile", refuse)
+
+
+def broken_spec_row(env: Env) -> list[str]:
+    spec = env.file("mine.yaml", "title: t\nmetric: test_iwae\ndatasets: [mnist]\ndims: [10]\n"
+                    "rows:\n  - {sa: {kk: 4}}\n")
+    return env.run("--table", spec, "--profile", "smoke", "--dry-run")
+
+
+def spec(env: Env, text: str | bytes) -> list[str]:
+    return env.run("--table", env.file("spec.yaml", text), "--profile", "smoke", "--dry-run")
+
+
+SPEC = "title: t\nmetric: test_iwae\ndatasets: [mnist]\ndims: [10]\nrows: [vae]\n"
+
+
+def no_cuda(env):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    return env.run(*ONE_RUN, "--device", "cuda")
+
+
+def stop_run_on_full_disk(env: Env) -> list[str]:
+    def full(task):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(task.checkpoint_path))
+    env.mp.setattr(run_module, "train_and_evaluate", full)
+    return env.run(*ONE_RUN, "--methods", "sa-k1")
+
+
+def full_disk_on_tables(env: Env) -> list[str]:
+    env.write_fails(errno.ENOSPC, after=100)
+    return env.run(*ONE_RUN, "--collect")
+
+
+# (id, setup(env) -> argv, exit code, a piece of the one error line)
+CASES = [
+    # command-line values
+    ("no table", lambda e: [], 2, "--table is required"),
+    ("unknown table", lambda e: ["--table", "9"], 2, "unknown table '9'; known tables: 1"),
+    ("unknown profile", lambda e: ["--table", "1", "--profile", "huge"], 2, "unknown profile 'huge'"),
+    ("unknown method", lambda e: ["--table", "1", "--methods", "vae,bogus"], 2,
+     "unknown method 'bogus'"),
+    ("unknown row id", lambda e: ["--table", "4", "--methods", "vlae-t3"], 2,
+     "unknown method 'vlae-t3'"),
+    ("--methods selects no row", lambda e: ["--table", "1", "--methods", "vlae"], 2,
+     "--methods vlae: selects none of the rows of table1; its methods: vae, sa, iaf, hf, me, rme, "
+     "gpvae"),
+    ("--methods empty", lambda e: ["--table", "1", "--methods", ","], 2, "selects none of the rows"),
+    ("dataset not in table", lambda e: ["--table", "1", "--datasets", "imagenet"], 2,
+     "dataset 'imagenet' is not in table1"),
+    ("non-numeric dims", lambda e: ["--table", "1", "--dims", "ten"], 2,
+     "--dims ten: expected comma-separated integers"),
+    ("dims not in table", lambda e: ["--table", "1", "--dims", "10,7"], 2,
+     "7 is not a latent size of this table"),
+    ("unknown device", lambda e: ["--table", "1", "--device", "tpu"], 2,
+     "--device tpu: not a torch device"),
+    ("device not here", no_cuda, 2, "--device cuda: CUDA is not available"),
+    ("jobs 0", lambda e: e.run(*ONE_RUN, "--jobs", "0"), 2, "--jobs must be >= 1"),
+    ("threads 0", lambda e: e.run(*ONE_RUN, "--launcher", "local", "--threads", "0"), 2,
+     "--threads must be >= 1"),
+    ("splits beyond profile", lambda e: e.run(*ONE_RUN, "--splits", "9"), 2,
+     "--splits must be between 1 and 2"),
+    # profile files
+    ("profile bad YAML", lambda e: ["--table", "1", "--profile", e.file("p.yaml", "epochs: [1\n")],
+     2, "not valid YAML"),
+    ("profile unknown key", lambda e: ["--table", "1", "--profile",
+                                       e.file("p.yaml", PROFILE_KEYS + "bogus: 2\n")], 2,
+     "unknown key 'bogus'"),
+    ("profile wrong type", lambda e: e.profile("epochs", "two"), 2, "epochs"),
+    ("profile not a mapping", lambda e: ["--table", "1", "--profile", e.file("p.yaml", "- a\n")],
+     2, "expected a mapping"),
+    ("profile missing key", lambda e: ["--table", "1", "--profile",
+                                       e.file("p.yaml", "description: x\nepochs: 2\n")], 2,
+     "missing key"),
+    ("profile not UTF-8", lambda e: ["--table", "1", "--profile",
+                                     e.file("p.yaml", b"description: caf\xe9\n")], 2,
+     "not UTF-8 text (byte 0xe9 on line 1): save it as UTF-8"),
+    ("profile is a folder", lambda e: ["--table", "1", "--profile", e.folder("d.yaml")], 2,
+     "is a folder, not a YAML file"),
+    *[(f"profile {key} {value}", lambda e, k=key, v=value: e.profile(k, v), 2,
+       f"{key} must be >= 1") for key, value in (
+        ("epochs", "0"), ("batch_size", "-1"), ("splits", "0"), ("restarts", "0"),
+        ("iwae_k", "0"), ("eval_batch_size", "0"), ("patience", "0"), ("train_size", "0"),
+        ("val_size", "-5"), ("test_size", "0"))],
+    ("profile lr 0", lambda e: e.profile("lr", "0.0"), 2, "lr must be > 0"),
+    # table specs
+    ("spec unknown metric", lambda e: spec(e, SPEC.replace("test_iwae", "accuracy")), 2,
+     "unknown metric 'accuracy'; known metrics: test_iwae, test_elbo, inference_ms"),
+    ("spec not UTF-8", lambda e: spec(e, SPEC.encode().replace(b"title: t", b"title: \xff")), 2,
+     "not UTF-8 text"),
+    ("spec non-integer dims", lambda e: spec(e, SPEC.replace("[10]", "[ten]")), 2,
+     "dims must be positive integers, got 'ten'"),
+    ("spec no rows", lambda e: spec(e, SPEC.replace("[vae]", "[]")), 2,
+     "rows must be a non-empty list"),
+    ("spec missing", lambda e: ["--table", str(e.tmp / "nope.yaml")], 2, "does not exist"),
+    ("row parameter the plugin does not take", broken_spec_row, 2,
+     "method 'sa' takes no parameter 'kk'"),
+    # plugins
+    ("plugin from the environment fails to import",
+     lambda e: e.mp.setenv("GPVAE_BENCH_PLUGINS", "no_such_plugin_module") or ["--table", "1"], 2,
+     "cannot import plugin module 'no_such_plugin_module': ModuleNotFoundError"),
+    # data
+    ("data missing offline", lambda e: e.to(data=e.tmp / "nowhere").run(*ONE_RUN, "--methods", "sa"),
+     2, "MNIST not found under"),
+    ("MNIST flipped byte", lambda e: e.corrupt_mnist(flip(5000)), 2,
+     "t10k-images-idx3-ubyte is corrupt: MD5"),
+    ("MNIST truncated", lambda e: e.corrupt_mnist(lambda p: p.write_bytes(p.read_bytes()[:3000])),
+     2, "t10k-images-idx3-ubyte is corrupt (truncated): 3000 bytes"),
+    ("MNIST bad magic", lambda e: e.corrupt_mnist(flip(3)), 2,
+     "is corrupt: magic number 2300, not 2051"),
+    ("MNIST tiny files against the published checksums",
+     lambda e: e.corrupt_mnist(lambda p: e.mp.delenv("GPVAE_BENCH_DATA_MD5SUMS")), 2,
+     "train-images-idx3-ubyte is corrupt: MD5"),
+    # the results folder
+    ("results folder is a file", lambda e: e.to(results=e.file("f", "x")).run(*ONE_RUN), 1,
+     "is a file, not a folder"),
+    ("results folder under a file",
+     lambda e: e.to(results=e.file("f", "x") + "/results").run(*ONE_RUN), 1,
+     "/results: Not a directory: a file is in the way of a folder"),
+    ("results folder read-only", lambda e: read_only(e) or e.run(*ONE_RUN, "--collect"), 1,
+     "Read-only file system: choose a writable --results-dir"),
+    ("disk full writing the tables", full_disk_on_tables, 1,
+     "No space left on device: free some space"),
+    ("disk full in a run", stop_run_on_full_disk, 1,
+     ".ckpt: No space left on device: free some space"),
+    # Slurm
+    ("slurm: no sbatch", lambda e: e.mp.setenv("PATH", str(e.tmp)) or e.run(
+        *ONE_RUN, "--methods", "sa-k1", "--launcher", "slurm", "--cluster",
+        str(REPO / "slurm" / "local.yaml")), 2,
+     "'sbatch' is not on PATH"),
+    ("slurm: controller down", lambda e: fake_slurm(e) or e.run(
+        *ONE_RUN, "--methods", "sa-k1", "--launcher", "slurm", "--cluster",
+        str(REPO / "slurm" / "local.yaml")), 1,
+     "Unable to contact slurm controller"),
+]
+
+
+@pytest.mark.parametrize("setup,code,needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(capsys, tmp_path, monkeypatch, tiny_mnist, finished, setup, code, needle):
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    before = snapshot(results)
+    env = Env(tmp_path, tiny_mnist, results, monkeypatch)
+    argv = setup(env)
+    capsys.readouterr()
+    rc = main(argv)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err
+    assert rc == code and len(errors) == 1 and needle in errors[0], (rc, err)
+    assert snapshot(results) == before  # no finished record touched
+    assert not [p for p in results.rglob("*.tmp")], "a temp file was left behind"
 
 
 def test_nan_loss_is_recorded_and_exits_nonzero(capsys, tmp_path, mnist_root, monkeypatch):
@@ -129,10 +387,120 @@ def test_cli_help_and_list():
         assert word in listing
 
 
-def test_a_row_parameter_the_plugin_does_not_take_fails_when_the_spec_loads(capsys, tmp_path):
+def test_a_checkpoint_on_a_full_disk_leaves_no_temp_file_and_says_where(tmp_path, monkeypatch):
+    from benchmark.train import save_atomic  # the checkpoint writer training uses
+
+    path = tmp_path / "s0-r0.ckpt"
+    save_atomic(path, {"w": torch.zeros(3)})
+    before = path.read_bytes()
+    env = Env(tmp_path, tmp_path, tmp_path, monkeypatch)
+    env.write_fails(errno.ENOSPC, after=200)  # torch.save writes more than this
+    with pytest.raises(OSError) as info:
+        save_atomic(path, {"w": torch.randn(10_000)})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s0-r0.ckpt"]  # no .ckpt.*.tmp
+    assert path.read_bytes() == before  # the last good checkpoint is still there
+
+
+def test_a_record_path_that_is_a_folder_is_set_aside_not_lost(capsys, tmp_path, tiny_mnist,
+                                                             finished):
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    [record] = (results / "runs").rglob("*.json")
+    folder = record.with_name("s1-r0.json")
+    (folder / "inside").mkdir(parents=True)
+    rc = main(ONE_RUN + ["--splits", "2", "--collect", "--data-root", str(tiny_mnist),
+                         "--results-dir", str(results)])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err and "error:" not in err
+    assert f"{folder}" in err and "a folder, not a file" in err
+    assert (folder / "inside").is_dir()  # --collect moves nothing
+
+
+BROKEN_PLUGIN = "import torch\nraise RuntimeError('boom: this plugin is broken')\n"
+
+
+def test_a_plugin_in_methods_that_fails_to_import(tmp_path):
+    """A copy of the methods package with one broken module: --list lists it as broken and the
+    other methods; a run that needs it fails in one line; a run that does not, works."""
+    shutil.copytree(REPO / "methods", tmp_path / "methods",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "methods" / "broken.py").write_text(BROKEN_PLUGIN)
     spec = tmp_path / "mine.yaml"
     spec.write_text("title: t\nmetric: test_iwae\ndatasets: [mnist]\ndims: [10]\n"
-                    "rows:\n  - {sa: {kk: 4}}\n")
-    rc, err = run_main(capsys, "--table", str(spec), "--profile", "smoke", "--dry-run")
-    assert rc == 2
-    assert len(err) == 1 and "method 'sa' takes no parameter 'kk'" in err[0], err
+                    "rows: [vae, broken]\n")
+
+    def cli(*args):
+        code = (f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {str(REPO)!r}]; "
+                "from benchmark.cli import main; sys.exit(main(sys.argv[1:]))")
+        return subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    listing = cli("--list")
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert ("broken: methods.broken failed to import (RuntimeError: boom: this plugin is broken)"
+            in listing.stdout)
+    assert "  vae: VAE = vae-default" in listing.stdout
+    needs = cli("--table", str(spec), "--profile", "smoke", "--dry-run")
+    errors = [line for line in needs.stderr.splitlines() if line.startswith("error:")]
+    assert needs.returncode == 2 and "Traceback" not in needs.stderr and len(errors) == 1
+    assert "needs method 'broken', which is not registered" in errors[0]
+    assert "methods.broken (RuntimeError: boom: this plugin is broken)" in errors[0]
+    fine = cli("--table", str(spec), "--methods", "vae", "--profile", "smoke", "--dry-run")
+    assert fine.returncode == 0 and "1 to run" not in fine.stderr and "2 to run" in fine.stderr
+
+
+def test_list_survives_a_broken_plugin_from_the_environment(monkeypatch, tmp_path, capsys):
+    (tmp_path / "badplugin.py").write_text(BROKEN_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("GPVAE_BENCH_PLUGINS", "badplugin")
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "broken: badplugin failed to import (RuntimeError: boom" in out and "gpvae:" in out
+
+
+# ------------------------------------------------------------------ reruns keep their promise
+
+
+def test_reruns_keep_their_promise(capsys, tmp_path, monkeypatch, tiny_mnist):
+    """Table 1 (MNIST and OMNIGLOT) with OMNIGLOT absent: the first run trains MNIST and skips
+    OMNIGLOT; the identical rerun re-renders with a warning and exit 0; a run of another row keeps
+    VAE's numbers in the table; --collect keeps the '(data missing)' reason."""
+    monkeypatch.setattr(run_module, "train_and_evaluate", fake_train_and_evaluate)
+    cmd = ["--table", "1", "--profile", "smoke", "--dims", "10", "--methods", "vae",
+           "--launcher", "debug", "-q", "--data-root", str(tiny_mnist),
+           "--results-dir", str(tmp_path)]
+    table = tmp_path / "tables" / "table1.md"
+
+    def vae_row() -> str:
+        return next(line for line in table.read_text().splitlines() if line.startswith("| VAE "))
+
+    assert main(cmd) == 0
+    first = capsys.readouterr().err
+    assert "skipping omniglot" in first and "trained 2 runs" in first
+    assert "-101.0" in vae_row() or "-100.5" in vae_row(), vae_row()
+    mnist_vae = vae_row().split("|")[2]
+
+    assert main(cmd) == 0  # identical rerun: nothing to train but the missing column
+    err = capsys.readouterr().err
+    assert "error:" not in err and "skipping omniglot" in err and "trained" not in err
+    assert vae_row().split("|")[2] == mnist_vae and "not run (data missing)" in vae_row()
+
+    assert main([*cmd, "--methods", "sa-k1"]) == 0  # another row only
+    capsys.readouterr()
+    sa_row = next(line for line in table.read_text().splitlines() if line.startswith("| SA(1) "))
+    assert vae_row().split("|")[2] == mnist_vae, "a filtered run hid VAE's results"
+    assert sa_row.split("|")[2].strip() not in ("not run", "")
+
+    assert main([*cmd, "--collect"]) == 0
+    capsys.readouterr()
+    assert vae_row().split("|")[2] == mnist_vae and "not run (data missing)" in vae_row()
+    assert "not run (data missing)" in sa_row
+
+
+def test_a_table_whose_only_dataset_is_missing_is_still_an_error(capsys, tmp_path):
+    rc = main(["--table", "1", "--profile", "smoke", "--datasets", "omniglot", "--dims", "10",
+               "--methods", "vae", "--launcher", "debug", "-q", "--data-root", str(tmp_path),
+               "--results-dir", str(tmp_path / "results")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "chardata.mat" in errors[0]
