@@ -1,10 +1,20 @@
 """RunKey names one training run; its fields give the seeds (and, through benchmark.store, the
-record's path)."""
+record's path). RunTask is a key with everything its run needs; its config hash tells a current
+record from a stale one. Both live here so that planning (benchmark.plan) needs no training code."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .profiles import Profile
+    from .specs import DatasetSettings
+    from .store import ResultsStore
 
 
 def stable_seed(*parts) -> int:
@@ -42,3 +52,62 @@ class RunKey:
     def __str__(self) -> str:
         return (f"{self.table}/{self.dataset}/d{self.dim}/{self.method}-{self.variant}"
                 f"/s{self.split}-r{self.restart}")
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Everything one run needs; small and picklable, so it can travel to a Slurm node."""
+
+    key: RunKey
+    params: tuple[tuple[str, object], ...]
+    profile: Profile
+    settings: DatasetSettings
+    data_root: str
+    results_dir: str
+    device: str = "cpu"
+    threads: int | None = None
+    download: bool = False
+    # what an existing current record lets this run do (it looks again once it holds the claim):
+    # --force recomputes a done or failed one, --retry-failed a failed one, each only if the record
+    # was written before `planned_at` (so two forced launchers do not each redo the other's run)
+    force: bool = False
+    retry_failed: bool = False
+    planned_at: float = float("inf")
+    # the local launcher (pid, start time): its worker stops when it is gone; None elsewhere
+    launcher: tuple[int, int | None] | None = None
+
+    @property
+    def store(self) -> ResultsStore:
+        from .store import ResultsStore  # store imports this module (RunKey)
+
+        return ResultsStore(self.results_dir)
+
+    @property
+    def record_path(self) -> Path:
+        return self.store.record_path(self.key)
+
+    @property
+    def data_name(self) -> str:
+        """The loader in benchmark.datasets: the column's dataset unless its settings name one."""
+        return self.settings.loader(self.key.dataset)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.store.checkpoint_path(self.key)
+
+    def config(self) -> dict:
+        """What determines the result; its hash tells a stale record from a current one."""
+        from methods import get_method  # imports the plugins (torch): only when hashing
+
+        return {
+            "key": dataclasses.asdict(self.key),
+            # every setting of the method, defaults included: a changed default is a new config
+            "params": get_method(self.key.method).settings(dict(self.params)),
+            # how many splits/restarts a sweep has does not change any one run's result
+            "profile": {k: v for k, v in self.profile.as_dict().items()
+                        if k not in ("description", "splits", "restarts")},
+            "settings": self.settings.as_config(),
+        }
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]

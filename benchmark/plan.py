@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import datasets
-from .keys import RunKey
+from .keys import RunKey, RunTask
 from .profiles import Profile
-from .run import RunTask
 from .specs import Row, TableSpec, load_dataset_settings
 from .store import ClaimInfo, ResultsStore
 

@@ -14,8 +14,6 @@ import _thread
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -40,71 +38,14 @@ from methods.likelihoods import make_likelihood
 from . import datasets
 from .errors import describe_os_error, environment_failure
 from .evaluate import evaluate, mean_diagnostics, mean_image_log_likelihood
-from .keys import RunKey
-from .profiles import Profile
-from .specs import DatasetSettings
-from .store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, ClaimInfo, ResultsStore, job_id, pid_alive
+from .keys import RunTask  # RunTask: re-exported (pickles name it here)
+from .store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, ClaimInfo, job_id, pid_alive
 from .train import train
 
 log = logging.getLogger("gpvae_bench")
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER_POLL_SECONDS = 1.0  # how often a local worker checks that its launcher still runs
 STOP_GRACE_SECONDS = 10.0  # then how long it lets training unwind before it exits regardless
-
-
-@dataclass(frozen=True)
-class RunTask:
-    """Everything one run needs; small and picklable, so it can travel to a Slurm node."""
-
-    key: RunKey
-    params: tuple[tuple[str, object], ...]
-    profile: Profile
-    settings: DatasetSettings
-    data_root: str
-    results_dir: str
-    device: str = "cpu"
-    threads: int | None = None
-    download: bool = False
-    # what an existing current record lets this run do (it looks again once it holds the claim):
-    # --force recomputes a done or failed one, --retry-failed a failed one, each only if the record
-    # was written before `planned_at` (so two forced launchers do not each redo the other's run)
-    force: bool = False
-    retry_failed: bool = False
-    planned_at: float = float("inf")
-    # the local launcher (pid, start time): its worker stops when it is gone; None elsewhere
-    launcher: tuple[int, int | None] | None = None
-
-    @property
-    def store(self) -> ResultsStore:
-        return ResultsStore(self.results_dir)
-
-    @property
-    def record_path(self) -> Path:
-        return self.store.record_path(self.key)
-
-    @property
-    def data_name(self) -> str:
-        """The loader in benchmark.datasets: the column's dataset unless its settings name one."""
-        return self.settings.loader(self.key.dataset)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.store.checkpoint_path(self.key)
-
-    def config(self) -> dict:
-        """What determines the result; its hash tells a stale record from a current one."""
-        return {
-            "key": dataclasses.asdict(self.key),
-            # every setting of the method, defaults included: a changed default is a new config
-            "params": get_method(self.key.method).settings(dict(self.params)),
-            # how many splits/restarts a sweep has does not change any one run's result
-            "profile": {k: v for k, v in self.profile.as_dict().items()
-                        if k not in ("description", "splits", "restarts")},
-            "settings": self.settings.as_config(),
-        }
-
-    def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .run import RunTask
+from .keys import RunTask
 from .store import write_json_atomic
 
 IN_QUEUE = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
