@@ -36,7 +36,7 @@ from .plan import Plan, make_plan
 from .profiles import apply_overrides, load_profile, profile_names
 from .render import TableData, to_html, to_latex, to_markdown
 from .specs import Row, load_table_spec, table_names
-from .store import Record, ResultsStore, write_text_atomic
+from .store import Record, ResultsStore, warn_once, write_text_atomic
 from .yamlio import ConfigError
 
 log = logging.getLogger("gpvae_bench")
@@ -396,11 +396,12 @@ def run(args) -> int:
     for task in pending:  # each run's worker sets the record aside, under the run's claim
         state = plan.states[task.key]
         if state in ("corrupt", "stale"):
-            log.warning("%s record %s (%s): set aside and redone", state, task.record_path,
-                        plan.why[task.key].rpartition("corrupt record (")[2].rstrip(")"))
+            warn_once(state, task.record_path, "%s record %s (%s): set aside and redone", state,
+                      task.record_path, plan.why[task.key].rpartition("corrupt record (")[2].rstrip(")"))
     for key, claim in plan.dead_claims():
         if any(t.key == key for t in pending):
-            log.warning("run %s: its claim's owner is gone (%s): taken over", key, claim.describe())
+            warn_once("dead claim", claim.path, "run %s: taking over the claim of a dead owner "
+                      "(%s; %s)", key, claim.describe(), claim.dead_because())
     for key, claim in plan.in_progress():
         log.warning("run %s: in progress elsewhere (%s): not started again", key, claim.describe())
 

@@ -46,6 +46,17 @@ class CorruptRecord(ValueError):
     pass
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_once(topic: str, path: Path | str, msg: str, *args) -> None:
+    """log.warning(msg, *args) the first time this process says `topic` about `path`; later times
+    at INFO: a launcher that warns about what its in-process worker then does says it once."""
+    seen = (topic, str(path)) in _WARNED
+    _WARNED.add((topic, str(path)))
+    log.log(logging.INFO if seen else logging.WARNING, msg, *args)
+
+
 # ------------------------------------------------------------------ the one atomic writer
 
 
@@ -572,7 +583,8 @@ class ResultsStore:
         except FileNotFoundError:
             return None
         except CorruptRecord as err:
-            log.warning("%s: not used; a run sets it aside and redoes it", err)
+            warn_once("corrupt", self.record_path(key), "%s: not used; a run sets it aside and "
+                      "redoes it", err)
             return None
         return record if record.config_hash == config_hash else None
 
@@ -627,8 +639,8 @@ class ResultsStore:
             if why is None:
                 return info
             if _remove_dead_claim(info):
-                log.warning("run %s: taking over the claim of a dead owner (%s; %s)", key,
-                            info.describe(), why)
+                warn_once("dead claim", path, "run %s: taking over the claim of a dead owner "
+                          "(%s; %s)", key, info.describe(), why)
         info = read_claim(path)
         if info is None:
             raise RuntimeError(f"could not claim {path}")

@@ -10,10 +10,12 @@ runs overlap); each drill takes well under a minute on two cores."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -226,3 +228,42 @@ def test_a_wrong_typed_record_is_set_aside_once_and_redone(mnist_root, tmp_path,
     assert json.loads(path.read_text())["status"] == "ok"
     [kept] = path.parent.glob(path.name + ".corrupt*")
     assert json.loads(kept.read_text()) == damage[1](good)  # nothing is ever deleted
+
+
+def debug_args(tmp_path, mnist_root, *extra) -> list[str]:
+    spec, profile = write_inputs(tmp_path, epoch_sleep=0.0)
+    return ["--table", str(spec), "--profile", str(profile), "--data-root", str(mnist_root),
+            "--results-dir", str(tmp_path / "results"), "--launcher", "debug", "--threads", "1",
+            "--device", "cpu", "-q", *extra]
+
+
+def test_a_live_claim_is_skipped_and_a_dead_ones_run_is_taken_over_with_one_warning(
+        mnist_root, tmp_path, capsys, monkeypatch):
+    from benchmark.keys import RunKey
+    from benchmark.store import ResultsStore
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("GPVAE_BENCH_PLUGINS", "probe_plugin")
+    args = debug_args(tmp_path, mnist_root, "--splits", "2")
+    store = ResultsStore(tmp_path / "results")
+    key = RunKey("tiny", "drill", "mnist", 10, "probe", "epoch_sleep0.0", 0, 0)
+    live = store.claim(key)  # held by this process: live
+    try:
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert "2 runs: 1 in progress, 1 missing; 1 to run" in err
+        assert f"run {key}: in progress elsewhere (host" in err
+        assert not store.record_path(key).exists()
+        assert store.record_path(dataclasses.replace(key, split=1)).exists()
+    finally:
+        live.release()
+    # a claim left by a process that is gone: the rerun takes it over, saying so once
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.claim_path(key).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                                 "job": None, "token": "x"}))
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "dead owner" in line]
+    assert len(lines) == 1 and f"pid {dead.pid} is gone" in lines[0], err
+    assert store.read(key).ok and not store.claim_path(key).exists()
