@@ -2,7 +2,7 @@
 
 The claims are data (benchmark/paper/claims.yaml); this module is an analysis: it reads the run
 records (through benchmark.aggregate: the best restart per split), the timing file of a timing
-table (RESULTS/runs/<profile>/<table>/timings.json) or a figure's JSON, never a plugin, and it
+table (RESULTS/runs/PROFILE/TABLE/timings.json) or a figure's JSON, never a plugin, and it
 imports no torch.
 
 Tests (alpha = 0.01, the paper's):
@@ -61,7 +61,6 @@ that were run are judged ("every column" means every column run); the test line 
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
@@ -73,7 +72,7 @@ import pandas as pd
 from scipy import stats
 
 from .aggregate import ALPHA, best_restarts, records_frame
-from .render import DATASET_LABELS, html_page, html_table, md_table
+from .render import DATASET_LABELS, Block, Marked, document_html, document_markdown
 from .store import ResultsStore, write_text_atomic
 from .yamlio import ConfigError, read_yaml_mapping
 
@@ -721,25 +720,10 @@ def _tol_text(sections: list[Section]) -> str:
     return "; ".join(parts) or "none"
 
 
-def _rows(section: Section, fmt: str) -> list[list[str]]:
-    rows = []
-    for r in section.results:
-        verdict = r.verdict_text
-        if fmt == "md":
-            verdict = f"**{verdict}**"
-        elif fmt == "html":
-            colour = VERDICT_COLOUR[r.verdict]
-            verdict = f"<b style='color:{colour}'>{html.escape(verdict)}</b>"
-        cells = [f"{r.claim.text} ({r.claim.id})", r.test, r.n_text or "-",
-                 r.effect_text or "-", r.p_text or "-"]
-        if fmt == "html":
-            cells = [html.escape(c) for c in cells]
-            detail = html.escape(r.detail)
-        else:
-            detail = r.detail.replace("|", "/")
-            cells = [c.replace("|", "/") for c in cells]
-        rows.append([*cells, verdict, detail])
-    return rows
+def _rows(section: Section) -> tuple[tuple, ...]:
+    return tuple((f"{r.claim.text} ({r.claim.id})", r.test, r.n_text or "-", r.effect_text or "-",
+                  r.p_text or "-", Marked(r.verdict_text, VERDICT_COLOUR[r.verdict]), r.detail)
+                 for r in section.results)
 
 
 def _sources(section: Section) -> list[str]:
@@ -760,39 +744,33 @@ def _counts(report: Report) -> str:
     return f"{len(results)} claims: " + ", ".join(parts)
 
 
-def to_markdown(report: Report) -> str:
-    out = [f"**{report.title}: the paper's claims**", "", _intro(report), ""]
+def blocks(report: Report) -> list[Block]:
+    """The report as a document (benchmark.render writes it as Markdown and HTML)."""
+    out = [Block("p", _intro(report))]
     if report.caption:
-        out += [report.caption, ""]
-    out += [_counts(report), ""]
+        out.append(Block("p", report.caption))
+    out.append(Block("strong", _counts(report)))
     for i, s in enumerate(report.sections):
         if i:
-            out += [f"**{s.title}**", ""]
-        out += [md_table(HEADERS, _rows(s, "md")), "", "The paper's words:", ""]
-        out += [f"- {line}" for line in _sources(s)] + [""]
-    return "\n".join(out)
+            out.append(Block("heading", s.title))
+        out += [Block("table", headers=tuple(HEADERS), rows=_rows(s)),
+                Block("p", "The paper's words:"), Block("list", items=tuple(_sources(s)))]
+    return out
+
+
+def to_markdown(report: Report) -> str:
+    return document_markdown(f"{report.title}: the paper's claims", blocks(report))
 
 
 def to_html(report: Report) -> str:
-    body = [f"<p>{html.escape(_intro(report))}</p>"]
-    if report.caption:
-        body.append(f"<p>{html.escape(report.caption)}</p>")
-    body.append(f"<p><b>{html.escape(_counts(report))}</b></p>")
-    for i, s in enumerate(report.sections):
-        if i:
-            body.append(f"<h4>{html.escape(s.title)}</h4>")
-        body.append(html_table(HEADERS, _rows(s, "html"), escape=False))
-        body.append("<p>The paper's words:</p><ul>" + "".join(
-            f"<li>{html.escape(line)}</li>" for line in _sources(s)) + "</ul>")
-    return html_page(f"{report.title}: the paper's claims", "".join(body),
-                     extra_css="td{text-align:left;vertical-align:top;font-size:13px}")
+    return document_html(f"{report.title}: the paper's claims", blocks(report))
 
 
 def write_report(report: Report, tables_dir) -> list[Path]:
     """tables/<name>_claims.{md,html}."""
     paths = []
-    for suffix, render in (("md", to_markdown), ("html", to_html)):
+    for suffix, write in (("md", to_markdown), ("html", to_html)):
         path = Path(tables_dir) / f"{report.name}_claims.{suffix}"
-        write_text_atomic(path, render(report))
+        write_text_atomic(path, write(report))
         paths.append(path)
     return paths

@@ -1,8 +1,12 @@
-"""Render an aggregated table as Markdown, LaTeX and HTML, with the paper's colouring: best mean
-red and bold; rows whose t-test against the best gives p > 0.01 blue and bold. The LaTeX is a
-float that compiles with booktabs, xcolor and graphicx (its first lines say so): pandas' Styler
-lays out the grouped dataset / DIM(z) header, text is escaped, and the tabular shrinks to the
-text width when it is wider."""
+"""Every Markdown, LaTeX and HTML file the harness writes is written here, with one stylesheet
+and one LaTeX path: the log-likelihood tables (the paper's colouring: best mean red and bold; rows
+whose t-test against the best gives p > 0.01 blue and bold), the side-by-side comparison with the
+paper (benchmark.compare), timing tables (benchmark.timing), the claims report (benchmark.claims,
+through the small document model below) and the results page (benchmark.index_page).
+
+The LaTeX files are table floats that compile with booktabs, xcolor and graphicx (their first
+lines say so): text is escaped (latex_escape), rules are booktabs', dataset names are grouped
+over their columns, and each tabular shrinks to the text width when it is wider."""
 
 from __future__ import annotations
 
@@ -10,19 +14,26 @@ import html
 import math
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from tabulate import tabulate
 
-from .aggregate import Cell
-
 if TYPE_CHECKING:  # specs imports the plugins (torch); analyses that render need neither
+    from .aggregate import Cell
     from .specs import TableSpec
 
-PAGE_CSS = ("body{font-family:sans-serif} table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} .na{color:#999}")
+# the one stylesheet: every page, the results page included
+PAGE_CSS = (
+    "body{font-family:sans-serif;margin:16px;max-width:1600px}"
+    "table{border-collapse:collapse;margin:8px 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px} .na{color:#999}"
+    "table.text td{text-align:left;vertical-align:top} small{color:#666}"
+    "section{margin-bottom:32px;overflow-x:auto} nav a{margin-right:12px}"
+    "figure{display:inline-block;margin:8px} figure img{max-width:100%}"
+    "pre{background:#f6f6f6;padding:8px}"
+)
 FLOOR_MARGIN_NATS = 100.0  # a trained model must beat the mean-image model by at least this
 DATASET_LABELS = {"mnist": "MNIST", "omniglot": "OMNIGLOT", "svhn": "SVHN", "cifar10": "CIFAR10",
                   "celeba": "CelebA", "binarized_mnist": "Binary MNIST (CNN)",
@@ -77,23 +88,13 @@ def _cell_text(cell: Cell | None, note: str, fmt: str) -> str:
         return note if fmt != "html" else f'<span class="na">{html.escape(note)}</span>'
     mean = _number(cell.mean)
     std = None if math.isnan(cell.std) else _number(cell.std)  # one split: no spread to show
-    colour = "red" if cell.best else "blue" if cell.tie else None
+    body = styled(mean, "red" if cell.best else "blue" if cell.tie else None, fmt)
     suffix = f" ({note})" if note else ""
-    plus_minus = f" ± {std}" if std else ""
-    if fmt == "md":
-        body = f"**{mean}**" if colour else mean
-        body = f'<span style="color:{colour}">{body}</span>' if colour else body
-        return f"{body}{plus_minus}{suffix}"
     if fmt == "tex":
-        body = rf"\textbf{{\textcolor{{{colour}}}{{{mean}}}}}" if colour else mean
-        suffix = latex_escape(suffix)
-        return rf"{body}$^{{{std}}}${suffix}" if std else f"{body}{suffix}"
-    if fmt == "ansi":
-        code = {"red": "\033[1;31m", "blue": "\033[1;34m"}.get(colour, "")
-        return f"{code}{mean}\033[0m{plus_minus}{suffix}" if code else f"{mean}{plus_minus}{suffix}"
-    style = f' style="color:{colour};font-weight:bold"' if colour else ""
-    spread = f"<sup>{std}</sup>" if std else ""
-    return f"<span{style}>{mean}</span>{spread}{html.escape(suffix)}"
+        return rf"{body}$^{{{std}}}${latex_escape(suffix)}" if std else f"{body}{latex_escape(suffix)}"
+    if fmt == "html":
+        return f"{body}{f'<sup>{std}</sup>' if std else ''}{html.escape(suffix)}"
+    return f"{body}{f' ± {std}' if std else ''}{suffix}"
 
 
 def _headers(data: TableData, fmt: str) -> list[str]:
@@ -138,28 +139,18 @@ def to_latex(data: TableData) -> str:
     floor_label = "mean-image floor"
     labels.append(floor_label)
     cells.append([_number(data.floors[c]) if c in data.floors else "" for c in data.columns])
-    header = pd.MultiIndex.from_tuples(
-        [(latex_escape(DATASET_LABELS.get(ds, ds)), rf"DIM($\mathbf{{z}}$) = {dim}")
-         for ds, dim in data.columns])
-    frame = pd.DataFrame(cells, index=labels, columns=header)
-    tabular = frame.style.to_latex(hrules=True, multicol_align="c",
-                                   column_format="l" + "r" * len(data.columns))
-    lines = tabular.splitlines()
-    # booktabs: a rule under each dataset's name, spanning its dims; a rule above the floor row
-    spans, start = [], 2
-    for ds in data.spec.datasets:
-        n = sum(1 for d, _ in data.columns if d == ds)
-        spans.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
-        start += n
-    lines.insert(lines.index(r"\toprule") + 2, "".join(spans))
-    floor_at = next(i for i, line in enumerate(lines) if line.startswith(floor_label))
-    lines.insert(floor_at, r"\midrule")
+    tabular = latex_tabular(
+        [rf"DIM($\mathbf{{z}}$) = {dim}" for _, dim in data.columns],
+        [[label, *row] for label, row in zip(labels, cells, strict=True)],
+        groups=[(latex_escape(DATASET_LABELS.get(ds, ds)), sum(1 for d, _ in data.columns if d == ds))
+                for ds in data.spec.datasets if any(d == ds for d, _ in data.columns)],
+        rule_before=(len(labels) - 1,))  # a rule above the floor row
     notes = "; ".join(f"({letter}) {latex_escape(note)}" for note, letter in marks.items())
     not_run = "--: not run." if any(c.startswith("--") for r in cells for c in r) else ""
     legend = " ".join(filter(None, [latex_escape(data.legend), not_run, notes + "." if notes else ""]))
     title = re.sub(r"^Table \S+?\.\s*", "", data.spec.title)  # \caption numbers the float
     caption = latex_escape(" ".join(filter(None, [f"{title}.", data.caption])))
-    return latex_float("\n".join(lines), caption=caption, label=f"tab:{data.spec.name}",
+    return latex_float(tabular, caption=caption, label=f"tab:{data.spec.name}",
                        legend=legend, title=data.spec.title)
 
 
@@ -196,55 +187,354 @@ def latex_escape(text: str) -> str:
     return _OPENING_QUOTE.sub("`", _LATEX_RE.sub(lambda m: _LATEX_TEXT[m.group()], str(text)))
 
 
-def latex_float(tabular: str, *, caption: str, label: str, legend: str = "", title: str = "") -> str:
-    """A table float around `tabular` (LaTeX; `caption` and `legend` already escaped), shrunk to
-    the text width only when wider, after a comment naming the packages it needs."""
+def latex_float(tabulars: str | Sequence[str], *, caption: str, label: str, legend: str = "",
+                title: str = "") -> str:
+    """A table float around `tabulars` (LaTeX, one or several stacked; `caption` and `legend`
+    already escaped), each shrunk to the text width only when wider, after a comment naming the
+    packages it needs."""
+    tabulars = [tabulars] if isinstance(tabulars, str) else list(tabulars)
+    boxes = "\\par\\medskip\n".join(
+        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+        f"{t.rstrip()}%\n}}\n" for t in tabulars)
     return (
         f"% {' '.join((title or label).split())}: written by gpvae-bench (reproduce.py).\n"
         "% Needs in the preamble (the next line without its %):\n"
         f"% \\usepackage{{{','.join(LATEX_PACKAGES)}}}\n"
         "\\begin{table}[htbp]\n\\centering\n\\small\n"
         f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
-        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-        f"{tabular.rstrip()}%\n}}\n"
+        + boxes
         + (f"\\par\\smallskip{{\\footnotesize\\raggedright {legend}\\par}}\n" if legend else "")
         + "\\end{table}\n"
     )
 
 
-def to_html(data: TableData) -> str:
-    head = "".join(f"<th>{h}</th>" for h in _headers(data, "html"))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{c if i else html.escape(c)}</td>" for i, c in enumerate(r))
-        + "</tr>"
-        for r in _body(data, "html")
-    )
-    return html_page(data.spec.title,
-                     f"<p>{html.escape(data.caption)}</p><table><tr>{head}</tr>{body}</table>"
-                     f"<p>{html.escape(data.legend)}</p>")
+def latex_tabular(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
+                  groups: Sequence[tuple[str, int]] = (), column_format: str | None = None,
+                  rule_before: Sequence[int] = (), corner: str = "") -> str:
+    """A booktabs tabular: a first column of row labels, then `headers` (LaTeX, escaped by the
+    caller), optionally under `groups` ((label, number of columns) spanning them, each with its
+    own rule beneath); a \\midrule before each row index in `rule_before`."""
+    column_format = column_format or "l" + "r" * len(headers)
+    lines = [f"\\begin{{tabular}}{{{column_format}}}", "\\toprule"]
+    if groups:
+        lines.append(f"{corner} & " + " & ".join(
+            f"\\multicolumn{{{n}}}{{c}}{{{text}}}" if n > 1 else text for text, n in groups)
+            + " \\\\")
+        spans, start = [], 2
+        for _, n in groups:
+            spans.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+            start += n
+        lines.append("".join(spans))
+        corner = ""
+    lines += [f"{corner} & " + " & ".join(headers) + " \\\\", "\\midrule"]
+    for i, row in enumerate(rows):
+        if i in rule_before:
+            lines.append("\\midrule")
+        lines.append(" & ".join(row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------- helpers for other reports (claims, ...)
+def latex_caption(title: str, *rest: str) -> str:
+    """A float's caption (escaped) from a spec title without its "Table N." (\\caption numbers the
+    float) and further sentences."""
+    title = re.sub(r"^Table \S+?\.\s*", "", title)
+    return latex_escape(" ".join(filter(None, [title.rstrip(".") + ".", *rest])))
 
 
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
+# ------------------------------------------------------------------------- Markdown and HTML
+
+
+def styled(text: str, colour: str | None, fmt: str) -> str:
+    """`text` (already escaped for `fmt`) bold in `colour`, or as it is when there is none."""
+    if not colour:
+        return text
+    if fmt == "md":
+        return f'<span style="color:{colour}">**{text}**</span>'
+    if fmt == "tex":
+        return rf"\textbf{{\textcolor{{{colour}}}{{{text}}}}}"
+    if fmt == "ansi":
+        code = {"red": "\033[1;31m", "blue": "\033[1;34m"}.get(colour, "\033[1m")
+        return f"{code}{text}\033[0m"
+    return f'<span style="color:{colour};font-weight:bold">{text}</span>'
+
+
+def md_table(headers: list[str], rows: list[list[str]], colalign=None) -> str:
     """A Markdown pipe table of text cells (numbers are not reformatted)."""
-    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True,
+                    **({"colalign": colalign} if colalign else {}))
 
 
-def html_table(headers: list[str], rows: list[list[str]], escape: bool = True) -> str:
+def html_table(headers: list[str], rows: list[list[str]], escape: bool = True,
+               css_class: str = "", escape_headers: bool = True) -> str:
     """An HTML table of text cells; `escape=False` for cells that already hold HTML."""
     cell = html.escape if escape else str
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    head = "".join(f"<th>{html.escape(h) if escape_headers else h}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    attr = f" class='{css_class}'" if css_class else ""
+    return f"<table{attr}><tr>{head}</tr>{body}</table>"
 
 
-def html_page(title: str, body: str, extra_css: str = "") -> str:
-    """A self-contained page: the tables' stylesheet, `title` as <title> and <h3>, then `body`
-    (HTML). The results page (index_page) lifts everything inside <body>."""
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}{extra_css}</style></head><body>"
-        f"<h3>{html.escape(title)}</h3>{body}</body></html>\n"
-    )
+def html_document(title: str, body: str) -> str:
+    """A self-contained HTML page with the one stylesheet; `body` is HTML."""
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>"
+            f"{body}</body></html>\n")
+
+
+def html_page(title: str, body: str) -> str:
+    """A table's page: `title` as <title> and <h3>, then `body` (HTML). The results page
+    (index_page) lifts everything inside <body>."""
+    return html_document(title, f"<h3>{html.escape(title)}</h3>{body}")
+
+
+def html_paragraphs(*texts: str) -> str:
+    return "".join(f"<p>{html.escape(t)}</p>" for t in texts if t)
+
+
+def to_html(data: TableData) -> str:
+    rows = [[html.escape(r[0]), *r[1:]] for r in _body(data, "html")]
+    return html_page(data.spec.title,
+                     f"<p>{html.escape(data.caption)}</p>"
+                     + html_table(_headers(data, "html"), rows, escape=False, escape_headers=False)
+                     + f"<p>{html.escape(data.legend)}</p>")
+
+
+# -------------------------------------------------------- a small document model (claims, ...)
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A table cell shown bold in `colour` (a verdict)."""
+
+    text: str
+    colour: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a document: kind 'p' (paragraph), 'strong' (a bold paragraph, plain in
+    Markdown), 'heading', 'table' (headers, rows of str or Marked) or 'list' (items)."""
+
+    kind: str
+    text: str = ""
+    headers: tuple[str, ...] = ()
+    rows: tuple[tuple, ...] = ()
+    items: tuple[str, ...] = ()
+
+
+def document_markdown(title: str, blocks: Sequence[Block]) -> str:
+    out = [f"**{title}**", ""]
+    for b in blocks:
+        if b.kind in ("p", "strong"):
+            out += [b.text, ""]
+        elif b.kind == "heading":
+            out += [f"**{b.text}**", ""]
+        elif b.kind == "table":
+            rows = [[f"**{c.text}**" if isinstance(c, Marked) else c.replace("|", "/")
+                     for c in r] for r in b.rows]
+            out += [md_table(list(b.headers), rows), ""]
+        elif b.kind == "list":
+            out += [f"- {item}" for item in b.items] + [""]
+    return "\n".join(out)
+
+
+def document_html(title: str, blocks: Sequence[Block]) -> str:
+    body = []
+    for b in blocks:
+        if b.kind == "p":
+            body.append(f"<p>{html.escape(b.text)}</p>")
+        elif b.kind == "strong":
+            body.append(f"<p><b>{html.escape(b.text)}</b></p>")
+        elif b.kind == "heading":
+            body.append(f"<h4>{html.escape(b.text)}</h4>")
+        elif b.kind == "table":
+            rows = [[styled(html.escape(c.text), c.colour, "html") if isinstance(c, Marked)
+                     else html.escape(c) for c in r] for r in b.rows]
+            body.append(html_table(list(b.headers), rows, escape=False, css_class="text"))
+        elif b.kind == "list":
+            body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
+    return html_page(title, "".join(body))
+
+
+# ------------------------------------------------------------- our table next to the paper's
+
+
+def column_label(column: tuple[str, int], sep: str = " ") -> str:
+    ds, dim = column
+    return f"{DATASET_LABELS.get(ds, ds)}{sep}dim(z)={dim}"
+
+
+def _paper_text(cell, mark: str | None, printed: bool, fmt: str) -> str:
+    """A paper cell (PaperCell or None) as printed, coloured by its mark where known."""
+    if cell is None:
+        return "-"
+    mean = f"{cell.mean:g}" if cell.std is None else f"{cell.mean:.1f}"
+    colour = MARK_COLOUR[mark] if mark and (printed or mark == "best") else None
+    body = styled(mean, colour, fmt)
+    if cell.std is None:
+        return body
+    return body + {"tex": rf"$^{{{cell.std:.1f}}}$", "html": f"<sup>{cell.std:.1f}</sup>",
+                   "md": f" ± {cell.std:.1f}"}[fmt]
+
+
+MARK_COLOUR = {"best": "red", "tie": "blue", "plain": None}
+COMPARISON_STATS_HEADERS = ["column", "n", "Kendall tau", "p", "our best", "paper best",
+                            "significance pattern vs the paper"]
+
+
+def _side_by_side_rows(data: TableData, paper, paper_marks: dict, fmt: str) -> list[list[str]]:
+    sep = {"md": "<br>paper: ", "html": "<br><small>paper: </small>", "tex": " / "}[fmt]
+    label = {"md": str, "html": html.escape, "tex": latex_escape}[fmt]
+    rows = []
+    for row in data.spec.rows:
+        key = (row.method, row.variant)
+        cells = []
+        for c in data.columns:
+            marks, source = paper_marks[c]
+            theirs = _paper_text(paper.column(*c).get(key), marks.get(key), source == "printed", fmt)
+            cells.append(_cell_text(*_status(data, row, c), fmt) + sep + theirs)
+        rows.append([label(row.label), *cells])
+    return rows
+
+
+def _fraction(x: float, digits=2) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.{digits}f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.1e}"
+
+
+def _stats_rows(comparisons) -> list[list[str]]:
+    return [[column_label(c.column), str(c.n), _fraction(c.tau), _fraction(c.p_value, 3),
+             c.our_best or "-", c.paper_best or "-",
+             c.pattern + ("; " + "; ".join(c.differences) if c.differences else "")]
+            for c in comparisons]
+
+
+def _comparison_intro(paper) -> str:
+    return (f"Ours (top) and the paper's Table {paper.name.removeprefix('table')} "
+            "(below, as printed) per cell. Colours: ours as in our table; the paper's best mean "
+            "red, its blue rows only where the text preserves its boldface. Kendall tau: our "
+            "ranking of the rows both tables have against the paper's (tau-b, two-sided p).")
+
+
+def comparison_markdown(data: TableData, paper, comparisons, paper_marks: dict) -> str:
+    """Ours next to the paper's (`paper_marks`: {column: (marks, source)}, benchmark.compare)."""
+    headers = [""] + [column_label(c, "<br>") for c in data.columns]
+    side = md_table(headers, _side_by_side_rows(data, paper, paper_marks, "md"))
+    agree = md_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons))
+    return (f"**{data.spec.title}: ours vs the paper**\n\n{_comparison_intro(paper)}\n\n"
+            f"{data.caption}\n\n{side}\n\n{agree}\n")
+
+
+def comparison_latex(data: TableData, paper, comparisons, paper_marks: dict) -> str:
+    datasets = [ds for ds in data.spec.datasets if any(d == ds for d, _ in data.columns)]
+    side = latex_tabular(
+        [rf"DIM($\mathbf{{z}}$) = {dim}" for _, dim in data.columns],
+        _side_by_side_rows(data, paper, paper_marks, "tex"),
+        groups=[(latex_escape(DATASET_LABELS.get(ds, ds)), sum(1 for d, _ in data.columns if d == ds))
+                for ds in datasets])
+    stats_rows = [[latex_escape(c) for c in r] for r in _stats_rows(comparisons)]
+    agree = latex_tabular([latex_escape(h) for h in COMPARISON_STATS_HEADERS[1:]],
+                          [r for r in stats_rows], column_format="lrrrllp{0.4\\linewidth}",
+                          corner=latex_escape(COMPARISON_STATS_HEADERS[0]))
+    caption = latex_caption(data.spec.title, "Ours / the paper's, per cell.", data.caption)
+    legend = latex_escape(_comparison_intro(paper).replace("(top)", "(left)")
+                          .replace("(below, as printed)", "(right of the slash, as printed)"))
+    return latex_float([side, agree], caption=caption, label=f"tab:{data.spec.name}-vs-paper",
+                       legend=legend, title=f"{data.spec.title}: ours vs the paper")
+
+
+def comparison_html(data: TableData, paper, comparisons, paper_marks: dict) -> str:
+    title = f"{data.spec.title}: ours vs the paper"
+    return html_page(
+        title,
+        html_paragraphs(_comparison_intro(paper)) + f"<p>{html.escape(data.caption)}</p>"
+        + html_table([""] + [column_label(c, "<br>") for c in data.columns],
+                     _side_by_side_rows(data, paper, paper_marks, "html"), escape=False,
+                     escape_headers=False)
+        + html_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons)))
+
+
+# ---------------------------------------------------------------------------- timing tables
+
+
+def _timing_table(spec, rows, columns, times, missing, fmt: str):
+    """(groups, headers, body) of a timing table: per column its ms and the ratio to the first
+    row; a dataset whose data is missing has one column saying so."""
+    base = rows[0].label if rows else ""
+    text = latex_escape if fmt == "tex" else str
+    groups, headers = [], []
+    for ds, dim in columns:
+        label = DATASET_LABELS.get(ds, ds) + (f" dim(z)={dim}" if len(spec.dims) > 1 else "")
+        parts = [""] if ds in missing else ["ms", f"x {base}"]
+        groups.append((text(label), len(parts)))
+        headers += [text(part) for part in parts]
+    body = []
+    for row in spec.rows:
+        line = [text(row.label)]
+        for ds, dim in columns:
+            if ds in missing:
+                line.append("data missing")
+                continue
+            cell = times.get((ds, dim), {})
+            if row.label not in cell:
+                line += ["no plugin" if not row.has_plugin else "not selected", ""]
+                continue
+            ref = cell.get(base)
+            line += [f"{cell[row.label]:.1f}", f"{cell[row.label] / ref:.2f}" if ref else ""]
+        body.append(line)
+    return groups, headers, body
+
+
+def _flat_headers(groups, headers, sep: str) -> list[str]:
+    out, i = [""], 0
+    for label, n in groups:
+        for part in headers[i:i + n]:
+            out.append(f"{label}{sep}{part}" if part else label)
+        i += n
+    return out
+
+
+def timing_tables(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
+    """{'md', 'tex', 'html'}: the texts of a timing table (benchmark.timing)."""
+    notes = [f"{DATASET_LABELS.get(ds, ds)}: data missing: {why}" for ds, why in missing.items()]
+    groups, headers, body = _timing_table(spec, rows, columns, times, missing, "md")
+    flat = [h.replace(" dim(z)=", "<br>dim(z)=") for h in _flat_headers(groups, headers, "<br>")]
+    md = (f"**{spec.title}**\n\n{caption}\n\n"
+          + md_table(flat, body, colalign=("left",) + ("right",) * (len(flat) - 1))
+          + "".join(f"\n\n{n}" for n in notes) + "\n")
+    t_groups, t_headers, t_body = _timing_table(spec, rows, columns, times, missing, "tex")
+    tex = latex_float(latex_tabular(t_headers, t_body, groups=t_groups),
+                      caption=latex_caption(spec.title, caption), label=f"tab:{spec.name}",
+                      legend=latex_escape(" ".join(notes)), title=spec.title)
+    page = html_page(spec.title, f"<p>{html.escape(caption)}</p>"
+                     + html_table(_flat_headers(groups, headers, " "), body)
+                     + html_paragraphs(*notes))
+    return {"md": md, "tex": tex, "html": page}
+
+
+# ------------------------------------------------------------------------- the results page
+
+
+def results_page(source: str, built: str, tables: Sequence[tuple[str, str]],
+                 figures: Sequence[tuple[str, str]], notes: Sequence[tuple[str, str]]) -> str:
+    """results/tables/index.html: `tables` ((anchor, HTML body of its page)), `figures` ((name,
+    base64 PNG)) and `notes` ((name, text)) on one page that needs no network."""
+    nav = " ".join(f"<a href='#{a}'>{html.escape(a)}</a>" for a, _ in tables)
+    if figures:
+        nav += " <a href='#figures'>figures</a>"
+    parts = [f"<section id='{a}'>{body}</section>" for a, body in tables]
+    if figures or notes:
+        parts.append("<section id='figures'><h2>Figures</h2>"
+                     + "".join(f"<figure><img alt='{html.escape(name)}' "
+                               f"src='data:image/png;base64,{data}'>"
+                               f"<figcaption>{html.escape(name)}</figcaption></figure>"
+                               for name, data in figures)
+                     + "".join(f"<h4>{html.escape(name)}</h4><pre>{html.escape(text)}</pre>"
+                               for name, text in notes)
+                     + "</section>")
+    if not parts:
+        parts.append("<p>No tables or figures yet: run reproduce.py --table N.</p>")
+    return html_document("gpvae-bench results",
+                         "<h1>gpvae-bench results</h1>"
+                         f"<p>Built {built} from {html.escape(source)}.</p>"
+                         f"<nav>{nav}</nav>{''.join(parts)}")

@@ -7,28 +7,26 @@ methods this includes their test-time optimisation) on every test batch of `batc
 A pass over the batches is timed with torch.utils.benchmark.Timer (`repeats` passes, each its own
 `timeit(1)` after its 2 warm-up passes; CUDA synchronised); the cell is the mean over the passes
 of a pass's time divided by the number of batches. Raw figures go to
-RESULTS/runs/<profile>/<table>/timings.json ("ms_per_batch": the cells; "ms_per_pass": each
+RESULTS/runs/PROFILE/TABLE/timings.json ("ms_per_batch": the cells; "ms_per_pass": each
 pass's ms per batch, which benchmark.claims tests timing claims on), the table to
-RESULTS/tables/<table>.{md,tex,html}.
+RESULTS/tables/TABLE.{md,tex,html} (written by benchmark.render, like every table).
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from tabulate import tabulate
 
 from methods import get_method
 from methods.likelihoods import make_likelihood
 
 from . import datasets
 from .index_page import write_index
-from .render import DATASET_LABELS
+from .render import DATASET_LABELS, timing_tables
 from .specs import load_dataset_settings
 from .store import ResultsStore, write_json_atomic, write_text_atomic
 
@@ -98,52 +96,9 @@ def measure(spec, profile, *, data_root, device, download, rows, datasets_, dims
     return times, missing, sizes, passes
 
 
-def _table(spec, rows, columns, times, missing, fmt: str) -> tuple[list[str], list[list[str]]]:
-    base = rows[0].label if rows else ""
-    sep = "<br>" if fmt == "md" else " "
-    headers = [""]
-    for ds, dim in columns:
-        label = DATASET_LABELS.get(ds, ds) + (f"{sep}dim(z)={dim}" if len(spec.dims) > 1 else "")
-        headers += [label] if ds in missing else [f"{label}{sep}ms", f"{label}{sep}x {base}"]
-    body = []
-    for row in spec.rows:
-        line = [row.label]
-        for ds, dim in columns:
-            if ds in missing:
-                line.append("data missing")
-                continue
-            cell = times.get((ds, dim), {})
-            if row.label not in cell:
-                line += ["no plugin" if not row.has_plugin else "not selected", ""]
-                continue
-            ref = cell.get(base)
-            line += [f"{cell[row.label]:.1f}", f"{cell[row.label] / ref:.2f}" if ref else ""]
-        body.append(line)
-    return headers, body
-
-
 def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
-    notes = [f"{DATASET_LABELS.get(ds, ds)}: data missing: {why}" for ds, why in missing.items()]
-    h, b = _table(spec, rows, columns, times, missing, "md")
-    md = (f"**{spec.title}**\n\n{caption}\n\n"
-          + tabulate(b, headers=h, tablefmt="pipe", disable_numparse=True, colalign=("left",)
-                     + ("right",) * (len(h) - 1))
-          + "".join(f"\n\n{n}" for n in notes) + "\n")
-    h, b = _table(spec, rows, columns, times, missing, "tex")
-    tex = ("\\begin{table}\n\\centering\n\\scriptsize\n"
-           f"\\caption{{{spec.title}. {caption}}}\n"
-           + tabulate(b, headers=h, tablefmt="latex", disable_numparse=True)
-           + "\n\\end{table}\n" + "".join(f"% {n}\n" for n in notes))
-    head = "".join(f"<th>{html.escape(x)}</th>" for x in h)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b)
-    page = ("<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(spec.title)}</title><style>body{{font-family:sans-serif}} "
-            "table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;"
-            "text-align:right}</style></head><body>"
-            f"<h3>{html.escape(spec.title)}</h3><p>{html.escape(caption)}</p>"
-            f"<table><tr>{head}</tr>{body}</table>"
-            + "".join(f"<p>{html.escape(n)}</p>" for n in notes) + "</body></html>\n")
-    return {"md": md, "tex": tex, "html": page}
+    """{'md', 'tex', 'html'}: the table's texts (benchmark.render writes them)."""
+    return timing_tables(spec, rows, columns, times, missing, caption)
 
 
 def run_timing_table(spec, profile, args, device: str, methods, requested, dims) -> int:

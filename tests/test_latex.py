@@ -1,5 +1,6 @@
 """The LaTeX table: escaped text, booktabs layout in the paper's grouping, and (where pdflatex is
-installed; required under $CI) a compile of Table 1's 22 rows x 6 columns that must fit the page."""
+installed; required under $CI) a compile of Table 1's 22 rows x 6 columns that must fit the page,
+of its comparison with the paper (tableN_vs_paper.tex) and of a timing table (table3.tex)."""
 
 import os
 import random
@@ -9,7 +10,9 @@ import subprocess
 
 import pytest
 
+from benchmark import compare, timing
 from benchmark.aggregate import floors, low_power_note, records_frame, summarize
+from benchmark.paper_tables import load_paper_table
 from benchmark.render import TableData, latex_escape, to_latex
 from benchmark.specs import load_table_spec
 
@@ -89,22 +92,54 @@ def _pdflatex() -> str:
     return exe
 
 
-@pytest.mark.parametrize("missing", [None, "data missing"])
-def test_table_compiles_and_fits_the_page(tmp_path, missing):
+def _compile(tmp_path, tex: str) -> str:
+    r"""pdflatex of `tex` \input into a minimal article with the packages its first lines name;
+    fails on an error, a table past the margin or a missing glyph. The PDF's text, or ''."""
     exe = _pdflatex()
-    tex = to_latex(table1(missing))
-    (tmp_path / "table1.tex").write_text(tex)
+    (tmp_path / "table.tex").write_text(tex)
     preamble = tex.splitlines()[2].removeprefix("% ")  # the packages the file says it needs
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n" + preamble + "\n"
-                                      "\\begin{document}\n\\input{table1.tex}\n\\end{document}\n")
+                                      "\\begin{document}\n\\input{table.tex}\n\\end{document}\n")
     out = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert out.returncode == 0, out.stdout[-3000:]
     assert "Overfull \\hbox" not in log, "the table runs past the margin"
     assert "Missing character" not in log
-    if shutil.which("pdftotext"):  # what a reader sees: the comparison signs, not other glyphs
-        text = subprocess.run(["pdftotext", "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60).stdout
+    if not shutil.which("pdftotext"):
+        return ""
+    return subprocess.run(["pdftotext", "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+@pytest.mark.parametrize("missing", [None, "data missing"])
+def test_table_compiles_and_fits_the_page(tmp_path, missing):
+    text = _compile(tmp_path, to_latex(table1(missing)))
+    if text:  # what a reader sees: the comparison signs, not other glyphs
         assert "p > 0.01" in text and "MNIST & OMNIGLOT" in text
         assert "¡" not in text and "¿" not in text
+
+
+def test_comparison_with_the_paper_compiles(tmp_path):
+    """tableN_vs_paper.tex goes through the same LaTeX path: booktabs, escaped, fits the page."""
+    tex = compare.to_latex(table1(), load_paper_table("table1"))
+    assert r"\toprule" in tex and r"\multicolumn{3}{c}{MNIST}" in tex and "Kendall tau" in tex
+    assert tex.splitlines()[2] == r"% \usepackage{booktabs,xcolor,graphicx}"
+    text = _compile(tmp_path, tex)
+    if text:
+        assert "¡" not in text and "¿" not in text and "Kendall tau" in text
+
+
+def test_timing_table_compiles(tmp_path):
+    """table3.tex (benchmark.timing) too: every column, and a dataset whose data is missing."""
+    spec = load_table_spec("3")
+    rows = [r for r in spec.rows if r.has_plugin]
+    columns = [(ds, dim) for ds in spec.datasets for dim in spec.dims]
+    times = {(ds, dim): {r.label: 1.0 + i for i, r in enumerate(rows)} for ds, dim in columns
+             if ds != "celeba"}
+    caption = "Profile 'quick': per-batch time in ms; ratios to VAE (x 1.00), p < 1 & 50% _ok_."
+    tex = timing.render(spec, rows, columns, times, {"celeba": "not found under <root>"}, caption)["tex"]
+    assert r"\toprule" in tex and r"\cmidrule(lr){2-3}" in tex and "data missing" in tex
+    text = _compile(tmp_path, tex)
+    if text:
+        assert "<root>" in text and "¡" not in text and "¿" not in text
