@@ -33,10 +33,7 @@ from pathlib import Path
 import torch
 from scipy import stats
 
-from methods import get_method
-from methods.likelihoods import make_likelihood
-
-from . import datasets
+from . import datasets, factory
 from .grid_posterior import (
     grid_log_joint,
     kl_to_moment_matched,
@@ -78,12 +75,12 @@ def _key() -> RunKey:
     return RunKey("figures", "figure1", DATASET, LATENT_DIM, METHOD, "default", 0, 0)
 
 
-def build_model(data: datasets.ImageData, num_train: int):
-    settings = load_dataset_settings(DATASET)
-    net = settings.net_config(data.image_shape)
-    likelihood = make_likelihood(data.likelihood, settings.sigma_x)
-    return get_method(METHOD).build({}, net=net, latent_dim=LATENT_DIM, likelihood=likelihood,
-                                    num_train=num_train)
+def build_model(data: datasets.ImageData, num_train: int, seed: int):
+    """The figure's model, untrained, by the one model factory (benchmark.factory)."""
+    model, _ = factory.build_model(METHOD, {}, settings=load_dataset_settings(DATASET),
+                                   image_shape=data.image_shape, likelihood=data.likelihood,
+                                   latent_dim=LATENT_DIM, num_train=num_train, seed=seed)
+    return model
 
 
 def train_or_load(data: datasets.ImageData, fs: FigureSettings, results_dir: Path, device):
@@ -94,8 +91,7 @@ def train_or_load(data: datasets.ImageData, fs: FigureSettings, results_dir: Pat
     key = _key()
     train_idx, val_idx = split_indices(len(data.train), data.val_fraction, key.split_seed)
     train_idx = train_idx if fs.train_size is None else train_idx[: fs.train_size]
-    torch.manual_seed(key.init_seed)
-    model = build_model(data, len(train_idx)).to(device)
+    model = build_model(data, len(train_idx), key.init_seed).to(device)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location=device)["model"])
         log.info("loaded cached model %s", path)
@@ -113,14 +109,15 @@ def train_or_load(data: datasets.ImageData, fs: FigureSettings, results_dir: Pat
 
 @torch.no_grad()
 def encoder_summaries(model, x: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
-    """Uncertainty score, base encoder (b, c) and marginalised q (mean, var) per image."""
+    """Uncertainty score, base encoder (b, c) and marginalised q (mean, var) per image, through
+    the plugin protocol (EncoderModel.uncertainty and .gaussian_views)."""
     parts: dict[str, list] = {k: [] for k in ("uncertainty", "b", "c", "q_mean", "q_var")}
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
-        b, c = model.base(xb)
-        mom = model.moments(xb)
-        for k, v in (("uncertainty", model.uncertainty(xb)), ("b", b), ("c", c),
-                     ("q_mean", mom["mean"]), ("q_var", mom["var"])):
+        views = model.gaussian_views(xb)
+        (b, base_var), (q_mean, q_var) = views["base"], views["q"]
+        for k, v in (("uncertainty", model.uncertainty(xb)), ("b", b), ("c", base_var.sqrt()),
+                     ("q_mean", q_mean), ("q_var", q_var)):
             parts[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
 

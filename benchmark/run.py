@@ -32,10 +32,7 @@ from pathlib import Path
 import submitit
 import torch
 
-from methods import get_method
-from methods.likelihoods import make_likelihood
-
-from . import datasets
+from . import datasets, factory
 from .errors import describe_os_error, environment_failure
 from .evaluate import evaluate, mean_diagnostics, mean_image_log_likelihood
 from .keys import RunTask  # RunTask: re-exported (pickles name it here)
@@ -108,16 +105,11 @@ class Fitted:
 
 def build_model(task: RunTask, image_shape, likelihood_name: str, num_train: int):
     """(model, likelihood): the method of `task.key` with the task's parameters, seeded with the
-    key's init seed (its shared parts, decoder and base encoder, then draw from their own role
-    seeds: methods.base). The one place a run's model is built."""
-    net = task.settings.net_config(image_shape)
-    likelihood = make_likelihood(likelihood_name, task.settings.sigma_x)
-    torch.manual_seed(task.key.init_seed)
-    model = get_method(task.key.method).build(
-        dict(task.params), net=net, latent_dim=task.key.dim, likelihood=likelihood,
-        num_train=num_train,
-    )
-    return model, likelihood
+    key's init seed, by the one model factory (benchmark.factory)."""
+    return factory.build_model(task.key.method, dict(task.params), settings=task.settings,
+                               image_shape=image_shape, likelihood=likelihood_name,
+                               latent_dim=task.key.dim, num_train=num_train,
+                               seed=task.key.init_seed)
 
 
 def prepare(task: RunTask) -> Fitted:

@@ -3,20 +3,24 @@
     python -m benchmark.speed [--data-root DIR] [--dims 10,20,50,100] [--device cuda] [--threads N]
     python -m benchmark.speed --train [--dims 50] [--dataset binarized_mnist_fc] [--batch-size 32]
 
+What it needs of a method goes through the plugin protocol (methods/base.py): `infer`,
+`prepare_inference`, and the optional `reference_moments` and `inference_floor` (GPVAE has them;
+`--method` names another method that does, `--baseline` the row the ratios are to). Models are
+built by the one model factory (benchmark.factory).
+
 Inference (one run, one batch of 128 test images, MNIST unless `--dataset` names another column of
 specs/datasets.yaml, with its networks and likelihood, each dim(z)); every column is a median
 over torch.utils.benchmark's blocked_autorange (which synchronises CUDA), after warm-up calls:
 
 1. VAE:   `infer(x)`, q(z|x)'s parameters and one sample;
 2. GPVAE: `infer(x)` as implemented, after `prepare_inference()` (covariances formed once);
-3. loop:  eq. 12 transcribed term by term with a Python loop over latent dimensions j, forming
-          Sigma_j = L_j L_j^T and eta_j eta_j^T + Gamma_j from the parameters on each call, as a
-          training-time implementation does (the paper's way, footnote 9). Kept only here, as the
-          reference for the ratio; tests check it gives GPVAE's numbers;
-4. floor: the forward passes of GPVAE's three networks (base encoder, psi_m, psi_s) plus one
-          (B, p) x (p, d (p + 1)) matmul, whose B d p (p + 1) multiply-adds are those of the two
-          quadratic forms psi^T Sigma_j psi and psi^T Gamma_j psi with symmetry used (p (p + 1) / 2
-          products each per example and dimension). Nothing of (2) can be cheaper than this.
+3. loop:  `reference_moments`: eq. 12 transcribed term by term with a Python loop over latent
+          dimensions j, forming Sigma_j = L_j L_j^T and eta_j eta_j^T + Gamma_j from the parameters
+          on each call, as a training-time implementation does (the paper's way, footnote 9); tests
+          check it gives GPVAE's numbers;
+4. floor: `inference_floor()`: the forward passes of GPVAE's three networks (base encoder, psi_m,
+          psi_s) plus one (B, p) x (p, d (p + 1)) matmul, whose B d p (p + 1) multiply-adds are
+          those of the two quadratic forms with symmetry used. Nothing of (2) can be cheaper.
 
 It prints the times and the ratios loop / GPVAE and GPVAE / floor. `--train` instead times one
 Adam step (zero_grad, loss(x).backward(), step) of the first variant of every registered method
@@ -31,15 +35,13 @@ import platform
 import sys
 
 import torch
-from torch.distributions.transforms import LowerCholeskyTransform
 from torch.utils.benchmark import Timer
 
-from methods import NetConfig, get_method
-from methods.gpvae import VAR_EPS
-from methods.likelihoods import make_likelihood
+from methods import get_method
 from methods.registry import display_name, registered_methods
 
 from .datasets import DatasetMissing, load_dataset
+from .factory import build_model
 from .specs import load_dataset_settings
 from .train import make_optimizer
 
@@ -48,40 +50,13 @@ TARGETS = {"dim": 50, "loop_over_gpvae": 3.0, "gpvae_over_floor": 1.5}
 
 
 def looped_moments(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, var) of q(z|x) by eq. 12, one latent dimension at a time."""
-    b, c = model.base(x)
-    pm, ps = model.psi_m(x), model.psi_s(x)
-    to_chol = LowerCholeskyTransform()
-    means, variances = [], []
-    for j in range(model.latent_dim):
-        sigma_chol, gamma_chol = to_chol(model.sigma_raw[j]), to_chol(model.gamma_raw[j])
-        sigma = sigma_chol @ sigma_chol.T
-        eta = model.eta[j]
-        scale_cov = torch.outer(eta, eta) + gamma_chol @ gamma_chol.T
-        means.append(b[:, j] + pm @ model.mu[j])
-        variances.append(c[:, j] ** 2 + 2 * (ps @ eta) * c[:, j] + ((pm @ sigma) * pm).sum(-1)
-                         + ((ps @ scale_cov) * ps).sum(-1))
-    return torch.stack(means, -1), torch.stack(variances, -1) + VAR_EPS
+    """(mean, var) of q(z|x) the straightforward way (the plugin's `reference_moments`)."""
+    return model.reference_moments(x)
 
 
 def looped_infer(model, x: torch.Tensor) -> torch.Tensor:
     mean, var = looped_moments(model, x)
     return mean + var.sqrt() * torch.randn_like(mean)
-
-
-class GPVAEFloor:
-    """The three networks' forward passes plus one matmul with the quadratic forms' flop count."""
-
-    def __init__(self, model):
-        p, d = model.psi_m.out_features, model.latent_dim
-        ref = model.mu
-        self.model = model
-        self.weight = torch.randn(p, d * (p + 1), device=ref.device, dtype=ref.dtype)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.model.base(x)
-        self.model.psi_s(x)
-        return self.model.psi_m(x) @ self.weight
 
 
 def device_name(device: torch.device) -> str:
@@ -107,22 +82,22 @@ def median_seconds(fn, device: torch.device, min_run_time: float, warmup: int = 
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def build(name: str, params: dict, net: NetConfig, likelihood, dim: int, device: torch.device):
-    torch.manual_seed(0)
-    return get_method(name).build(params, net=net, latent_dim=dim, likelihood=likelihood,
-                                  num_train=54000).to(device)
+def build(name: str, params: dict, settings, data, dim: int, device: torch.device):
+    model, _ = build_model(name, params, settings=settings, image_shape=data.image_shape,
+                           likelihood=data.likelihood, latent_dim=dim, num_train=54000, seed=0)
+    return model.to(device)
 
 
-def inference_rows(x, net, likelihood, dims, device, min_run_time):
-    """Per dim: (dim, vae s, gpvae s, loop s, floor s)."""
+def inference_rows(x, settings, data, dims, device, min_run_time, method="gpvae", baseline="vae"):
+    """Per dim: (dim, baseline s, method s, loop s, floor s)."""
     rows = []
     for dim in dims:
-        vae = build("vae", {}, net, likelihood, dim, device).eval()
-        gpvae = build("gpvae", {}, net, likelihood, dim, device).eval()
-        gpvae.prepare_inference()
-        floor = GPVAEFloor(gpvae)
-        calls = (lambda: vae.infer(x), lambda: gpvae.infer(x),  # noqa: B023 (timed right here)
-                 lambda: looped_infer(gpvae, x), lambda: floor(x))  # noqa: B023
+        base = build(baseline, {}, settings, data, dim, device).eval()
+        model = build(method, {}, settings, data, dim, device).eval()
+        model.prepare_inference()
+        floor = model.inference_floor()
+        calls = (lambda: base.infer(x), lambda: model.infer(x),  # noqa: B023 (timed right here)
+                 lambda: looped_infer(model, x), lambda: floor(x))  # noqa: B023
         with torch.no_grad():
             times = [median_seconds(fn, device, min_run_time) for fn in calls]
         rows.append((dim, *times))
@@ -131,13 +106,14 @@ def inference_rows(x, net, likelihood, dims, device, min_run_time):
     return rows
 
 
-def training_rows(x, net, likelihood, dim, device, min_run_time, all_variants: bool):
-    """(label, seconds per Adam step) for each method variant, VAE first."""
+def training_rows(x, settings, data, dim, device, min_run_time, all_variants: bool,
+                  baseline: str = "vae"):
+    """(label, seconds per Adam step) for each method variant, the baseline first."""
     rows = []
     methods = registered_methods()
-    for name, info in sorted(methods.items(), key=lambda item: item[0] != "vae"):
+    for name, info in sorted(methods.items(), key=lambda item: item[0] != baseline):
         for params in (info.variants if all_variants else info.variants[:1]):
-            model = build(name, dict(params), net, likelihood, dim, device).train()
+            model = build(name, dict(params), settings, data, dim, device).train()
             model.on_epoch_start(0, 1)
             opt = make_optimizer(model, lr=1e-3)
 
@@ -165,6 +141,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--min-time", type=float, default=1.0,
                    help="seconds of timed calls per measurement (blocked_autorange min_run_time)")
+    p.add_argument("--method", default="gpvae",
+                   help="the method whose inference is timed against its reference and floor "
+                        "(it must implement reference_moments and inference_floor; default: gpvae)")
+    p.add_argument("--baseline", default="vae", help="the row ratios are to (default: vae)")
     p.add_argument("--train", action="store_true", help="time training steps instead of inference")
     p.add_argument("--all-variants", action="store_true", help="--train: every variant, not the first")
     args = p.parse_args(argv)
@@ -176,31 +156,38 @@ def main(argv=None) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
         settings = load_dataset_settings(args.dataset)
+        labels = {name: get_method(name).label for name in (args.method, args.baseline)}
         data = load_dataset(settings.loader(args.dataset), args.data_root)
-    except (ValueError, RuntimeError, DatasetMissing) as err:
+    except (ValueError, RuntimeError, KeyError, DatasetMissing) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     x = data.to_float(data.test[: args.batch_size]).to(device)
-    net = settings.net_config(data.image_shape)
-    likelihood = make_likelihood(data.likelihood, settings.sigma_x)
     print(f"device {device.type}: {device_name(device)}; torch {torch.__version__}; "
           f"{torch.get_num_threads()} threads; batch of {len(x)} {args.dataset} test images; "
           f"median of blocked_autorange(min_run_time={args.min_time})")
     if args.train:
         print(f"training step (Adam), dim(z) = {dims[0]}\n{'method':>10} {'ms':>10}")
-        rows = training_rows(x, net, likelihood, dims[0], device, args.min_time, args.all_variants)
-        vae = rows[[label for label, _ in rows].index("VAE")][1]
-        print("ratio to VAE: " + ", ".join(f"{label} {t / vae:.2f}" for label, t in rows))
+        rows = training_rows(x, settings, data, dims[0], device, args.min_time, args.all_variants,
+                             args.baseline)
+        ref = rows[0][1]  # the baseline's first variant comes first
+        print(f"ratio to {labels[args.baseline]}: "
+              + ", ".join(f"{label} {t / ref:.2f}" for label, t in rows))
         return 0
-    print(f"{'dim':>4} {'VAE ms':>9} {'GPVAE ms':>9} {'loop ms':>9} {'floor ms':>9} "
-          f"{'loop/GPVAE':>11} {'GPVAE/floor':>12}")
-    rows = inference_rows(x, net, likelihood, dims, device, args.min_time)
+    base, name = labels[args.baseline], labels[args.method]
+    print(f"{'dim':>4} {base + ' ms':>9} {name + ' ms':>9} {'loop ms':>9} {'floor ms':>9} "
+          f"{'loop/' + name:>11} {name + '/floor':>12}")
+    try:
+        rows = inference_rows(x, settings, data, dims, device, args.min_time, args.method,
+                              args.baseline)
+    except NotImplementedError as err:  # the plugin lacks reference_moments or inference_floor
+        print(f"error: --method {args.method}: {err}", file=sys.stderr)
+        return 2
     for dim, _, gp, loop, floor in rows:
         if dim == TARGETS["dim"]:
             met = loop / gp >= TARGETS["loop_over_gpvae"] and gp / floor <= TARGETS["gpvae_over_floor"]
-            print(f"targets at dim {dim}: loop/GPVAE >= {TARGETS['loop_over_gpvae']} and GPVAE/floor "
+            print(f"targets at dim {dim}: loop/{name} >= {TARGETS['loop_over_gpvae']} and {name}/floor "
                   f"<= {TARGETS['gpvae_over_floor']}: {'met' if met else 'NOT met'}")
     return 0
 

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 
-from methods import get_method
-from methods.likelihoods import make_likelihood
-
 from . import datasets
+from .factory import build_model
 from .index_page import write_index
 from .render import DATASET_LABELS, timing_tables
 from .specs import load_dataset_settings
@@ -76,7 +74,6 @@ def measure(spec, profile, *, data_root, device, download, rows, datasets_, dims
                                             data_root, download, named=requested)
     for ds, data in loaded.items():
         settings = settings_of[ds]
-        net = settings.net_config(data.image_shape)
         batches = test_batches(data, profile.test_size, spec.batch_size or profile.eval_batch_size,
                                device)
         for dim in dims:
@@ -84,11 +81,10 @@ def measure(spec, profile, *, data_root, device, download, rows, datasets_, dims
             cells = times.setdefault((ds, dim), {})
             per_pass = passes.setdefault((ds, dim), {})
             for row in rows:
-                torch.manual_seed(SEED)
-                model = get_method(row.method).build(
-                    row.param_dict, net=net, latent_dim=dim,
-                    likelihood=make_likelihood(data.likelihood, settings.sigma_x),
-                    num_train=len(data.train)).to(device)
+                model, _ = build_model(row.method, row.param_dict, settings=settings,
+                                       image_shape=data.image_shape, likelihood=data.likelihood,
+                                       latent_dim=dim, num_train=len(data.train), seed=SEED)
+                model = model.to(device)
                 per_pass[row.label] = time_inference(model, batches, spec.repeats)
                 cells[row.label] = sum(per_pass[row.label]) / len(per_pass[row.label])
                 log.info("%s d=%d %s: %.2f ms per batch", ds, dim, row.label, cells[row.label])

@@ -22,6 +22,17 @@ posterior q(z|x). The harness only ever calls:
                  (called before timing, so a one-off cost is not timed; a method must still
                  never use stale state, so this is an optimisation, not a requirement).
 
+Optional, for the paper's analyses (a method without them raises NotImplementedError there):
+- `gaussian_views(x)` {name: (mean, var)}, each (B, d): diagonal Gaussians over z that show the
+                 method's posterior: 'q' (q(z|x), moment-matched; the default) and any it is built
+                 from ('base': the base encoder N(b, c^2)). Figure 1 draws them;
+- `uncertainty(x)` (B,) how uncertain the method is about q(z|x) (GPVAE: Tr V(f|D) + Tr V(h|D));
+                 Figure 1 orders inputs by it and correlates it with non-Gaussianity;
+- `reference_moments(x)` (mean, var) of q(z|x) computed the straightforward way (as a training-time
+                 implementation would), the reference benchmark.speed times `infer` against;
+- `inference_floor()` a callable x -> tensor doing the least computation `infer` must do (its
+                 networks' forward passes and the flops of what remains); speed reports infer / floor.
+
 `posterior` and `infer` may run under `torch.no_grad()`; a method that needs gradients at test time
 (SA's SVI steps) enables them itself.
 
@@ -137,6 +148,23 @@ class EncoderModel(nn.Module):
 
     def prepare_inference(self) -> None:
         """Build x-independent test-time state now rather than on the first call; default: none."""
+
+    def gaussian_views(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{name: (mean, var)} per input, each (B, d); default: q(z|x)'s moments as 'q'."""
+        q = self.posterior(x)
+        return {"q": (q.mean, q.variance)}
+
+    def uncertainty(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) the method's uncertainty about q(z|x); optional (Figure 1)."""
+        raise NotImplementedError(f"{type(self).__name__} has no uncertainty score")
+
+    def reference_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, var) of q(z|x) the straightforward way; optional (benchmark.speed)."""
+        raise NotImplementedError(f"{type(self).__name__} has no reference implementation")
+
+    def inference_floor(self):
+        """A callable x -> tensor: the least computation `infer` must do; optional (speed)."""
+        raise NotImplementedError(f"{type(self).__name__} states no compute floor")
 
     def diagnostics(self, x: torch.Tensor) -> dict[str, float]:
         """Batch means of whatever the method wants on record about its posterior (a mixture: each

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions.transforms import LowerCholeskyTransform
 
 from .base import EncoderModel, diagonal_gaussian
 from .networks import make_trunk
@@ -218,3 +219,48 @@ class GPVAE(EncoderModel):
         """Tr V(f(x)|D) + Tr V(h(x)|D) (section 3.3): psi^T (sum_j Sigma_j) psi, and the same for h."""
         mom = self.moments(x)
         return mom["var_f"].sum(-1) + mom["var_h"].sum(-1)
+
+    def gaussian_views(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """q(z|x) of eq. 12 and the base encoder N(b, c^2) it corrects."""
+        b, c = self.base(x)
+        mom = self.moments(x)
+        return {"q": (mom["mean"], mom["var"]), "base": (b, c.square())}
+
+    def reference_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, var) of q(z|x) by eq. 12 transcribed term by term, one latent dimension j at a
+        time, forming Sigma_j = L_j L_j^T and eta_j eta_j^T + Gamma_j from the parameters on each
+        call, as a training-time implementation does (the paper's way, footnote 9)."""
+        b, c = self.base(x)
+        pm, ps = self.psi_m(x), self.psi_s(x)
+        to_chol = LowerCholeskyTransform()
+        means, variances = [], []
+        for j in range(self.latent_dim):
+            sigma_chol, gamma_chol = to_chol(self.sigma_raw[j]), to_chol(self.gamma_raw[j])
+            sigma = sigma_chol @ sigma_chol.T
+            eta = self.eta[j]
+            scale_cov = torch.outer(eta, eta) + gamma_chol @ gamma_chol.T
+            means.append(b[:, j] + pm @ self.mu[j])
+            variances.append(c[:, j] ** 2 + 2 * (ps @ eta) * c[:, j] + ((pm @ sigma) * pm).sum(-1)
+                             + ((ps @ scale_cov) * ps).sum(-1))
+        return torch.stack(means, -1), torch.stack(variances, -1) + VAR_EPS
+
+    def inference_floor(self) -> InferenceFloor:
+        return InferenceFloor(self)
+
+
+class InferenceFloor:
+    """GPVAE's three networks' forward passes (base encoder, psi_m, psi_s) plus one (B, p) x
+    (p, d (p + 1)) matmul, whose B d p (p + 1) multiply-adds are those of the two quadratic forms
+    psi^T Sigma_j psi and psi^T Gamma_j psi with symmetry used (p (p + 1) / 2 products each per
+    example and dimension): nothing of `infer` can be cheaper than this."""
+
+    def __init__(self, model: GPVAE):
+        p, d = model.psi_m.out_features, model.latent_dim
+        ref = model.mu
+        self.model = model
+        self.weight = torch.randn(p, d * (p + 1), device=ref.device, dtype=ref.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.base(x)
+        self.model.psi_s(x)
+        return self.model.psi_m(x) @ self.weight

@@ -1,4 +1,5 @@
-"""benchmark.speed: its looped eq.-12 reference gives GPVAE's numbers; bad input is one error line.
+"""benchmark.speed: GPVAE's looped eq.-12 reference (the plugin's reference_moments) gives its
+numbers; bad input is one error line.
 (No timings are asserted: speed is measured by the benchmark, not by tests.)"""
 
 import sys
@@ -43,7 +44,7 @@ def test_floor_matmul_has_the_flops_of_the_symmetric_quadratic_forms():
     torch.manual_seed(0)
     model = get_method("gpvae").build({}, net=NET, latent_dim=5, likelihood=GaussianLikelihood(0.1),
                                       num_train=100)
-    floor = speed.GPVAEFloor(model)
+    floor = model.inference_floor()  # the plugin protocol's optional compute floor
     p, d = NET.hidden, 5
     # B d p (p + 1) multiply-adds = 2 forms x B d p (p + 1) / 2 (the upper triangle incl. diagonal)
     assert floor.weight.shape == (p, d * (p + 1))
