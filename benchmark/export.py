@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from .store import CorruptRecord, parse_record_text, write_text_atomic
+from .store import CorruptRecord, ResultsStore, parse_record_text, warn_once, write_atomic, write_text_atomic
 
 log = logging.getLogger("gpvae_bench")
 
@@ -31,9 +30,9 @@ TAIL_COLUMNS = ["wall_seconds", "device", "host", "threads", "git_commit", "reco
 
 
 def record_paths(results_dir: str | Path) -> list[Path]:
-    """Every run record under RESULTS/runs (records set aside, checkpoints and timings are not)."""
-    return sorted(p for p in (Path(results_dir) / "runs").glob("*/*/*/d*/*/s*-r*.json")
-                  if p.is_file())  # a folder at a record's path is the store's to report
+    """Every run record under RESULTS/runs, as the store lists them (a folder at a record's path
+    is the store's to report)."""
+    return [p for p in ResultsStore(results_dir).record_paths() if p.is_file()]
 
 
 def load_records(results_dir: str | Path) -> list[tuple[Path, dict]]:
@@ -42,10 +41,10 @@ def load_records(results_dir: str | Path) -> list[tuple[Path, dict]]:
     for path in record_paths(results_dir):
         try:
             out.append((path, parse_record_text(path.read_text(), path).data))
-        except UnicodeDecodeError as err:
-            log.warning("records.csv: skipping %s: corrupt record (%s)", path, err)
+        except UnicodeDecodeError as err:  # the store's one warning per corrupt record
+            warn_once("corrupt", path, "%s: corrupt record (%s): not used", path, err)
         except CorruptRecord as err:
-            log.warning("records.csv: skipping %s", err)
+            warn_once("corrupt", path, "%s: not used; a run sets it aside and redoes it", err)
     return out
 
 
@@ -124,8 +123,7 @@ def write_records_export(results_dir: str | Path, specs: Iterable = ()) -> list[
         import pyarrow  # noqa: F401 - optional: Parquet only where it is already installed
     except ImportError:
         return paths
-    parquet, tmp = out / "records.parquet", out / ".records.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, parquet)
+    parquet = out / "records.parquet"
+    write_atomic(parquet, lambda f: frame.to_parquet(f, index=False))
     paths.append(parquet)
     return paths
