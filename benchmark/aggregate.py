@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-import pandas as pd
-from scipy import stats
+from typing import TYPE_CHECKING
 
 from .store import Record
+
+if TYPE_CHECKING:  # pandas and scipy are imported where used: planning needs neither
+    import pandas as pd
 
 ALPHA = 0.01
 KEY_COLUMNS = ["dataset", "dim", "method", "variant"]
@@ -31,6 +32,8 @@ def records_frame(records: Iterable[Record | Mapping], metric: str = "test_iwae"
     """One row per successful run, with the metric, validation IWAE, floor and timing. Records are
     benchmark.store's typed records (read and validated by the store); a mapping is validated the
     same way (store.CorruptRecord if it is not a record)."""
+    import pandas as pd
+
     rows = []
     for rec in map(Record.of, records):
         if not rec.ok:
@@ -64,6 +67,8 @@ class Cell:
 
 
 def _p_value(a: pd.Series, b: pd.Series, paired: bool) -> float | None:
+    from scipy import stats
+
     if paired:
         common = a.index.intersection(b.index)
         if len(common) < 2:
@@ -107,6 +112,8 @@ def low_power_note(table: dict, *, paired: bool = False, alpha: float = ALPHA,
     `few_splits` splits, or ''. It names the weakest test's bound: p <= alpha needs |t| above the
     critical value at the test's largest possible degrees of freedom (Welch's df <= n_a + n_b - 2;
     paired: shared splits - 1), e.g. 9.9 at n = 2 against 2.9 at the paper's 10 splits."""
+    from scipy import stats
+
     weakest = None  # (t needed, smaller n of the pair)
     for cells in table.values():
         best = next((c for c in cells.values() if c.best), None)

@@ -13,7 +13,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from methods.registry import (
@@ -25,12 +24,11 @@ from methods.registry import (
     registered_methods,
 )
 
-from . import claims, compare, datasets, export, figures, timing
 from .aggregate import floors, low_power_note, records_frame, summarize
 from .errors import InputError, Unavailable, UsageError, describe_os_error, one_line
 from .index_page import write_index
 from .keys import RunKey
-from .launch import LAUNCHERS, LauncherError, follow_up, launch
+from .lazy import lazy_module
 from .paper_tables import load_paper_table
 from .plan import Plan, make_plan
 from .profiles import apply_overrides, load_profile, profile_names
@@ -38,6 +36,32 @@ from .render import TableData, to_html, to_latex, to_markdown
 from .specs import Row, load_table_spec, table_names
 from .store import Record, ResultsStore, warn_once, write_text_atomic
 from .yamlio import ConfigError
+
+# heavy modules (torch, pandas, scipy, submitit) are imported when first used, so that --help,
+# --list and a dry run start fast (benchmark.lazy)
+torch = lazy_module("torch")
+claims, compare, datasets, export, figures, timing = (
+    lazy_module(f"{__package__}.{name}")
+    for name in ("claims", "compare", "datasets", "export", "figures", "timing"))
+LAUNCHERS = ("debug", "local", "slurm")  # benchmark.launch.LAUNCHERS, without importing it
+
+
+def follow_up(*args, **kwargs):
+    from .launch import follow_up as follow
+
+    return follow(*args, **kwargs)
+
+
+def launch(*args, **kwargs):
+    from .launch import launch as launch_tasks
+
+    return launch_tasks(*args, **kwargs)
+
+
+def _launcher_errors() -> tuple[type, ...]:
+    """benchmark.launch.LauncherError once launch is imported (nothing raised it before)."""
+    module = sys.modules.get(f"{__package__}.launch")
+    return (module.LauncherError,) if module is not None else ()
 
 log = logging.getLogger("gpvae_bench")
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "data")
@@ -510,7 +534,7 @@ def main(argv=None) -> int:
     _setup_logging(args.quiet)
     try:
         return run(args)
-    except (InputError, LauncherError, PluginImportError, UnknownMethodError) as err:
+    except (InputError, *_launcher_errors(), PluginImportError, UnknownMethodError) as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     except OSError as err:  # results not writable: read-only, disk full, something in the way

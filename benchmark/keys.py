@@ -5,6 +5,7 @@ record from a stale one. Both live here so that planning (benchmark.plan) needs 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -97,17 +98,33 @@ class RunTask:
 
     def config(self) -> dict:
         """What determines the result; its hash tells a stale record from a current one."""
-        from methods import get_method  # imports the plugins (torch): only when hashing
-
-        return {
-            "key": dataclasses.asdict(self.key),
-            # every setting of the method, defaults included: a changed default is a new config
-            "params": get_method(self.key.method).settings(dict(self.params)),
-            # how many splits/restarts a sweep has does not change any one run's result
-            "profile": {k: v for k, v in self.profile.as_dict().items()
-                        if k not in ("description", "splits", "restarts")},
-            "settings": self.settings.as_config(),
-        }
+        params, profile, settings = (json.loads(part) for part in self._shared_config())
+        return {"key": dataclasses.asdict(self.key), "params": params, "profile": profile,
+                "settings": settings}
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
+        # json.dumps(self.config(), sort_keys=True), assembled from the parts many tasks share
+        params, profile, settings = self._shared_config()
+        text = (f'{{"key": {json.dumps(dataclasses.asdict(self.key), sort_keys=True)}, '
+                f'"params": {params}, "profile": {profile}, "settings": {settings}}}')
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _shared_config(self) -> tuple[str, str, str]:
+        try:
+            return _config_parts(self.key.method, self.params, self.profile, self.settings)
+        except TypeError:  # an unhashable part (a list in a profile field): not cached
+            return _config_parts.__wrapped__(self.key.method, self.params, self.profile,
+                                             self.settings)
+
+
+@functools.lru_cache(maxsize=1024)
+def _config_parts(method: str, params, profile, settings) -> tuple[str, str, str]:
+    """The sorted JSON of a config's parts that do not depend on the split and restart: every
+    setting of the method, defaults included (a changed default is a new config), the profile
+    less what only sizes the sweep (splits, restarts, description), the dataset's settings."""
+    from methods import get_method  # imports the plugins (torch): only when hashing
+
+    return (json.dumps(get_method(method).settings(dict(params)), sort_keys=True),
+            json.dumps({k: v for k, v in profile.as_dict().items()
+                        if k not in ("description", "splits", "restarts")}, sort_keys=True),
+            json.dumps(settings.as_config(), sort_keys=True))

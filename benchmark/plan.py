@@ -9,7 +9,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import datasets
 from .keys import RunKey, RunTask
 from .profiles import Profile
 from .specs import Row, TableSpec, load_dataset_settings
@@ -72,7 +71,7 @@ def make_plan(
             plan.unavailable[ds] = "not selected"
             continue
         settings_of[ds] = load_dataset_settings(ds)
-        if settings_of[ds].loader(ds) not in datasets.LOADERS:
+        if settings_of[ds].loader(ds) not in _loaders():
             plan.unavailable[ds] = "no loader yet"
     rows = []
     for row in spec.rows:
@@ -97,6 +96,12 @@ def make_plan(
                         plan.tasks.append(task)
                         _examine(plan, store, task)
     return plan
+
+
+def _loaders():
+    from . import datasets  # torch: imported when a plan is made, not when plan is imported
+
+    return datasets.LOADERS
 
 
 def _examine(plan: Plan, store: ResultsStore, task: RunTask) -> None:

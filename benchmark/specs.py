@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from methods.networks import NETWORKS, NetConfig
 from methods.registry import (
     UnknownMethodError,
     UnknownParameterError,
@@ -17,6 +17,9 @@ from methods.registry import (
 )
 
 from .yamlio import ConfigError, build_dataclass, read_yaml_mapping
+
+if TYPE_CHECKING:
+    from methods.networks import NetConfig
 
 SPEC_DIR = Path(__file__).with_name("specs")
 # what a table may report: a run record's test log-likelihood (higher is better), or a timing
@@ -82,6 +85,8 @@ class DatasetSettings:
         return self.data or column
 
     def net_config(self, image_shape: tuple[int, ...]) -> NetConfig:
+        from methods.networks import NetConfig  # torch: only where networks are built
+
         return NetConfig(image_shape, self.num_conv, self.hidden, self.network)
 
     def as_config(self) -> dict:
@@ -190,6 +195,8 @@ def load_dataset_settings(dataset: str) -> DatasetSettings:
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: {dataset}: expected a mapping of keys to values")
     settings = build_dataclass(DatasetSettings, entry, f"{path}: {dataset}")
+    from methods.networks import NETWORKS  # torch: the networks a column can name
+
     if settings.network not in NETWORKS:
         raise ConfigError(f"{path}: {dataset}: network must be one of {', '.join(NETWORKS)}, "
                           f"got {settings.network!r}")

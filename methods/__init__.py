@@ -1,19 +1,26 @@
-"""Encoder plugins. Every module in this package is imported, so a new method is one new file
-that decorates its EncoderModel subclass with `@register(...)`. A module that fails to import is
+"""Encoder plugins. Every module in this package is imported on the first lookup of a method
+(`get_method`, `registered_methods`: registry.import_builtin_plugins), so a new method is one new
+file that decorates its EncoderModel subclass with `@register(...)`, and importing this package
+(or its registry) costs no torch import until a method is needed. A module that fails to import is
 kept out (`registry.broken_plugins()` says why): --list shows it as broken, and a run whose rows
 need it fails with that one line, while the other methods work."""
 
-import pkgutil
+import importlib
 
-from .base import EncoderModel, diagonal_gaussian, sample_with_log_prob
-from .networks import NetConfig
 from .registry import broken_plugins, get_method, import_plugin, register, registered_methods
 
-_INFRASTRUCTURE = {"base", "networks", "likelihoods", "registry"}
+_LAZY = {"EncoderModel": "base", "diagonal_gaussian": "base", "sample_with_log_prob": "base",
+         "NetConfig": "networks"}
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in _INFRASTRUCTURE and not _mod.name.startswith("_"):
-        import_plugin(f"{__name__}.{_mod.name}")
+
+def __getattr__(name: str):
+    """The torch-backed names (EncoderModel, NetConfig, ...) are imported when first used."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EncoderModel",
@@ -21,6 +28,7 @@ __all__ = [
     "broken_plugins",
     "diagonal_gaussian",
     "get_method",
+    "import_plugin",
     "register",
     "registered_methods",
     "sample_with_log_prob",

@@ -21,6 +21,8 @@ _imported_plugins: set[str] = set()
 _BROKEN: dict[str, str] = {}  # plugin module -> 'ErrorType: message' of its failed import
 _lenient = False  # see lenient_plugins()
 BUILD_ARGUMENTS = ("self", "net", "latent_dim", "likelihood", "num_train")  # what the harness passes
+_INFRASTRUCTURE = {"base", "networks", "likelihoods", "registry"}  # modules of this package, not plugins
+_builtins_imported = False
 
 
 class PluginImportError(ImportError):
@@ -107,8 +109,24 @@ def import_plugin(module: str) -> bool:
     return True
 
 
+def import_builtin_plugins() -> None:
+    """Import every plugin module of this package, once (each registers its methods): on the first
+    lookup, not when the package is imported, so that what only needs names imports no torch."""
+    global _builtins_imported
+    if _builtins_imported:
+        return
+    _builtins_imported = True  # first: a plugin that looks methods up must not re-import them
+    import pkgutil
+
+    package = importlib.import_module(__package__)
+    for mod in pkgutil.iter_modules(package.__path__):
+        if mod.name not in _INFRASTRUCTURE and not mod.name.startswith("_"):
+            import_plugin(f"{__package__}.{mod.name}")
+
+
 def broken_plugins() -> dict[str, str]:
     """{module: 'ErrorType: first line of the message'} of the plugin modules that failed to import."""
+    import_builtin_plugins()
     import_env_plugins(strict=False)
     return dict(sorted(_BROKEN.items()))
 
@@ -142,6 +160,7 @@ def import_env_plugins(strict: bool = True) -> None:
 
 def broken_note() -> str:
     """'; plugin modules that failed to import (fix them): m (ErrorType: why)', or ''."""
+    import_builtin_plugins()
     if not _BROKEN:
         return ""
     return "; plugin modules that failed to import (fix them): " + "; ".join(
@@ -149,6 +168,7 @@ def broken_note() -> str:
 
 
 def get_method(name: str) -> MethodInfo:
+    import_builtin_plugins()
     if name not in _REGISTRY:  # plugins named in the environment may register it
         import_env_plugins()
     try:
@@ -160,5 +180,6 @@ def get_method(name: str) -> MethodInfo:
 
 
 def registered_methods() -> dict[str, MethodInfo]:
+    import_builtin_plugins()
     import_env_plugins()
     return dict(sorted(_REGISTRY.items()))
