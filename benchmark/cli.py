@@ -190,16 +190,22 @@ def _dims(value: str | None, table_dims) -> set | None:
     return dims
 
 
-def _resolve_device(name: str) -> str:
+def _resolve_device(name: str, here: bool = True) -> str:
+    """--device checked; with `here` (the runs execute on this machine) resolved: auto = cuda when
+    this machine has one. Not `here` (Slurm: the runs execute on the nodes), the request itself,
+    which each run resolves on its node (benchmark.run.resolve_device)."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise UsageError(f"--device {name}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+        if device.type not in ("cpu", "cuda"):
+            raise UsageError(f"--device {name}: only cpu and cuda are supported")
+    if not here:
+        return name
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name}: not a torch device (auto, cpu, cuda, cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: only cpu and cuda are supported")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
     return name
 
@@ -352,7 +358,8 @@ def run(args) -> int:
     dims = _dims(args.dims, spec.dims)
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
-    device = _resolve_device(args.device)
+    # under Slurm the device is decided on the node where each run executes, not here
+    device = _resolve_device(args.device, here=args.launcher != "slurm" or timing.is_timing_table(spec))
     if args.splits is not None:
         if not 1 <= args.splits <= profile.splits:
             raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
@@ -385,8 +392,12 @@ def run(args) -> int:
     # filesystem that the nodes share
     folder = ResultsStore(args.results_dir).jobs_dir(profile.name, spec.name)
     plan = planned()
-    without_record = [t for t in plan.tasks if plan.states[t.key] == "missing"]
-    in_flight, ended = follow_up(folder, without_record, record=not args.dry_run)
+    # every run this command would submit (failed ones too under --retry-failed, done ones under
+    # --force) is looked up in Slurm's queue, in one squeue call: never two jobs for one run
+    looked_up = {t.key: t for t in plan.tasks if plan.states[t.key] == "missing"}
+    if not args.collect:
+        looked_up.update((t.key, t) for t in plan.pending(args.retry_failed, args.force))
+    in_flight, ended = follow_up(folder, list(looked_up.values()), record=not args.dry_run)
     if ended:
         plan = planned()  # runs whose job ended without a record are now recorded as failed
     for row in plan.rows_without_plugin:
@@ -414,7 +425,8 @@ def run(args) -> int:
         for key, (job_id, state) in in_flight.items():
             print(f"  in Slurm: {key} (job {job_id}, {state}): not submitted again")
         if cluster is not None:
-            print(_slurm_dry_run(pending, folder, cluster))
+            print(_slurm_dry_run(pending, folder, cluster, device=device, data_root=args.data_root,
+                                 results_dir=args.results_dir))
         return 0
     pending = _check_data(plan, pending, requested, args.data_root, args.download)
     for task in pending:  # each run's worker sets the record aside, under the run's claim
@@ -509,16 +521,82 @@ def _figures(args) -> int:
     return figures.main(argv)
 
 
-def _slurm_dry_run(pending, folder: Path, cluster) -> str:
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5940 else f"{seconds / 3600:.1f} h"
+
+
+def _slurm_dry_run(pending, folder: Path, cluster, *, device: str, data_root: str,
+                   results_dir: str) -> str:
+    """What --launcher slurm would submit: per job array its runs and jobs after packing, the
+    device its runs will use, a time estimate against its time limit and its #SBATCH lines; the
+    sweep's cap, GPU-hours, and whether the data is where the jobs will look."""
+    from .cluster import expected_device, max_array_size
+    from .estimate import estimate_run, measured_costs
     from .launch import slurm_arrays
 
-    arrays = slurm_arrays(pending, folder, cluster)
-    lines = [f"slurm: would submit {len(pending)} runs as {len(arrays)} job arrays with cluster profile "
-             f"{cluster.name} ({cluster.source}); nothing submitted"]
+    size, size_from = max_array_size(cluster)
+    arrays = slurm_arrays(pending, folder, cluster, max_size=size)
+    jobs = sum(len(a.packs) for a in arrays)
+    lines = [f"slurm: would submit {len(pending)} runs as {jobs} jobs in {len(arrays)} job arrays "
+             f"with cluster profile {cluster.name} ({cluster.source}); nothing submitted"]
+    if cluster.sweep_parallelism:
+        lines.append(f"  at most {cluster.sweep_parallelism} jobs of the sweep at once "
+                     "(sweep_parallelism, shared among the arrays)")
+    else:
+        lines.append("  no cap on the whole sweep (sweep_parallelism unset): each array's own "
+                     "array_parallelism applies")
+    lines.append(f"  arrays split at {size} jobs ({size_from})")
+    loaders = {t.key.dataset: t.data_name for t in pending}
+    for ds, loader in sorted(loaders.items()):
+        there = datasets.files_present(loader, data_root)
+        lines.append(f"  data: {ds} {'found' if there else 'MISSING'} under {data_root} (on this "
+                     "machine; the nodes must see the same path)"
+                     + ("" if there else ": its runs would fail; --download, or copy it there"))
+    costs = measured_costs(results_dir)
+    total_low = total_high = 0.0
+    unknown = 0
     for array in arrays:
-        lines.append(f"  array {array.name}: {len(array.tasks)} runs")
+        res = cluster.resources(array.method)
+        gpus = res.get("gpus_per_node", 0)
+        cap = f"; at most {array.parallelism} at once" if array.parallelism else ""
+        after = f", after {arrays[array.after].name} (afterany)" if array.after is not None else ""
+        lines.append(f"  array {array.name}: {len(array.tasks)} runs in {len(array.packs)} jobs "
+                     f"({array.runs_per_task} runs per job: {array.packing}){cap}{after}")
+        lines.append(f"    device: {expected_device(device, cluster, array.method)}")
+        estimates = {t.key: estimate_run(t, bool(gpus), costs) for t in array.tasks}
+        if any(e.seconds is None for e in estimates.values()):
+            unknown += sum(e.seconds is None for e in estimates.values())
+            why = next(e.source for e in estimates.values() if e.seconds is None)
+            lines.append(f"    estimate: none for some runs ({why})")
+        else:
+            lows = [max(estimates[t.key].seconds for t in pack) for pack in array.packs]
+            highs = [sum(estimates[t.key].seconds for t in pack) for pack in array.packs]
+            per_run = [e.seconds for e in estimates.values()]
+            sources = sorted({e.source.split(" (")[0] for e in estimates.values()})
+            notes = sorted({e.source.split(" (", 1)[1].rstrip(")") for e in estimates.values()
+                            if " (" in e.source})
+            sources += [f"stand-ins: {', '.join(notes)}"] if notes else []
+            limit = res.get("timeout_min")
+            verdict = ("no time limit in the profile" if limit is None else
+                       f"time limit {limit} min: " + (
+                           "fits even back to back" if limit * 60 >= max(highs) else
+                           "fits only if its runs overlap" if limit * 60 >= max(lows) else
+                           "too short even for one run: it will be requeued (max_requeues) from "
+                           "its checkpoints, or fail"))
+            lines.append(f"    estimate: {_minutes(min(per_run))}-{_minutes(max(per_run))} per run "
+                         f"({'; '.join(sources)}); a job {_minutes(max(lows))} (its runs fully "
+                         f"overlapping) to {_minutes(max(highs))} (back to back); {verdict}")
+            scale = gpus or 1
+            total_low += scale * sum(lows)
+            total_high += scale * sum(highs)
         lines += [f"    {line}" for line in array.directives]
-        lines += [f"    setup: {line}" for line in cluster.resources(array.method).get("setup", [])]
+        lines += [f"    setup: {line}" for line in res.get("setup", [])]
+    unit = "GPU-hours" if any(cluster.resources(a.method).get("gpus_per_node") for a in arrays) \
+        else "job-hours (no GPU asked for)"
+    missing = f"; {unknown} runs without an estimate left out" if unknown else ""
+    lines.append(f"  estimate: {total_low / 3600:.0f}-{total_high / 3600:.0f} {unit} (jobs x GPUs x "
+                 "job time; packed runs fully overlapping to back to back; all epochs, early "
+                 f"stopping ends runs sooner{missing}; see benchmark/estimate.py)")
     return "\n".join(lines)
 
 

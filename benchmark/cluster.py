@@ -18,7 +18,10 @@ from typing import Any
 
 from .yamlio import ConfigError, read_yaml_mapping
 
-SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
+# the repository's slurm/, which an installed wheel holds as benchmark/slurm (pyproject.toml)
+SLURM_DIR = next((d for d in (Path(__file__).resolve().parent / "slurm",
+                              Path(__file__).resolve().parents[1] / "slurm") if d.is_dir()),
+                 Path(__file__).resolve().parents[1] / "slurm")
 
 # profile key -> (accepted YAML types, description used in errors)
 _RESOURCE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -32,10 +35,17 @@ _RESOURCE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "array_parallelism": ((int,), "an integer >= 1"),
     "signal_delay_s": ((int,), "an integer >= 0"),
     "max_requeues": ((int,), "an integer >= 0"),
+    "runs_per_task": ((int,), "an integer >= 1"),
     "setup": ((list,), "a list of shell lines (strings)"),
 }
+# keys about the whole sweep: top level only, not in `overrides`
+_SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "sweep_parallelism": ((int,), "an integer >= 1"),
+    "max_array_size": ((int,), "an integer >= 1"),
+}
 _MINIMUM = {"gpus_per_node": 0, "cpus_per_task": 1, "timeout_min": 1, "array_parallelism": 1,
-            "signal_delay_s": 0, "max_requeues": 0}
+            "signal_delay_s": 0, "max_requeues": 0, "runs_per_task": 1, "sweep_parallelism": 1,
+            "max_array_size": 1}
 
 # profile key -> submitit AutoExecutor.update_parameters keyword. Generic AutoExecutor parameters
 # keep their name; Slurm-only ones take the "slurm_" prefix (SlurmExecutor's _make_sbatch_string
@@ -73,7 +83,10 @@ class ClusterProfile:
     array_parallelism: int | None = None
     signal_delay_s: int | None = None
     max_requeues: int | None = None
+    runs_per_task: int | None = None
     setup: tuple[str, ...] = ()
+    sweep_parallelism: int | None = None
+    max_array_size: int | None = None
     # method family -> {resource key: value}, each checked like the top-level keys
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
 
@@ -93,7 +106,7 @@ def cluster_profile_names() -> list[str]:
 
 def _check_value(key: str, value: Any, where: str) -> Any:
     """The value, converted (setup -> tuple), or ConfigError naming the key and `where`."""
-    types, what = _RESOURCE_KEYS[key]
+    types, what = {**_RESOURCE_KEYS, **_SWEEP_KEYS}[key]
     ok = isinstance(value, types) and not isinstance(value, bool)
     if ok and key == "setup":
         ok = all(isinstance(line, str) for line in value)
@@ -124,7 +137,7 @@ def load_cluster_profile(path_or_name: str | Path) -> ClusterProfile:
     """A cluster profile by name (slurm/NAME.yaml) or path; ConfigError (a ValueError) if invalid."""
     path = _resolve(path_or_name)
     data = read_yaml_mapping(path)
-    valid = [*_RESOURCE_KEYS, "overrides"]
+    valid = [*_RESOURCE_KEYS, *_SWEEP_KEYS, "overrides"]
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in valid:
@@ -182,7 +195,7 @@ def max_requeues(profile: ClusterProfile, method: str | None = None) -> int:
 
 
 def sbatch_directives(profile: ClusterProfile, folder: str | Path, method: str | None = None, *,
-                      name: str, array_size: int) -> list[str]:
+                      name: str, array_size: int, **extra) -> list[str]:
     """The #SBATCH lines submitit writes for a job array of `array_size` runs of `method`, made
     without Slurm (for --dry-run) by the function submitit itself uses (a private one: a submitit
     upgrade that changes it shows up in tests/test_slurm_harness.py, which compares these lines
@@ -192,10 +205,92 @@ def sbatch_directives(profile: ClusterProfile, folder: str | Path, method: str |
     # update_parameters' renaming: generic names through the equivalence table, slurm_ prefix dropped
     renames = submitit_slurm.SlurmExecutor._equivalence_dict()
     params: dict[str, Any] = {}
-    for key, value in {**executor_parameters(profile, method), "name": name}.items():
+    for key, value in {**executor_parameters(profile, method), **extra, "name": name}.items():
         params[key.removeprefix("slurm_") if key.startswith("slurm_") else renames.get(key, key)] = value
     if "mem" in params:
         params["mem"] = submitit_slurm._convert_mem(params["mem"])
     folder = Path(folder).expanduser().absolute()  # as submitit's executor stores it
     text = submitit_slurm._make_sbatch_string(command="", folder=folder, map_count=array_size, **params)
     return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+# ------------------------------------------------------------------ packing, caps, array sizes
+
+# Runs packed into one job (one GPU) when a GPU profile leaves runs_per_task unset. An ESTIMATE, not
+# a measurement (no GPU was available where this was sized; slurm/README.md says how): one MNIST run
+# needs under 0.9 GB of host memory and well under 1 GB on the GPU, and the paper's Table 3 puts a
+# batch of 128 at 3.6 ms (VAE) to 9.9 ms (GPVAE) on an RTX 2080 Ti: launch-bound, the GPU mostly idle.
+DEFAULT_RUNS_PER_GPU = 4
+RUN_HOST_MEMORY_GB = 2.0  # host memory a packed run is given (0.9 GB measured on CPU, with margin)
+SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default MaxArraySize
+
+
+def runs_per_task(profile: ClusterProfile, method: str | None = None) -> tuple[int, str]:
+    """(runs packed into one job of `method`'s array, how that number was decided)."""
+    res = profile.resources(method)
+    if "runs_per_task" in res:
+        return res["runs_per_task"], "runs_per_task in the profile"
+    gpus = res.get("gpus_per_node", 0)
+    if not gpus:
+        return 1, "default: no GPU asked for, one run per job"
+    n, limits = DEFAULT_RUNS_PER_GPU * gpus, [f"{DEFAULT_RUNS_PER_GPU} per GPU (estimate)"]
+    if res.get("cpus_per_task") and res["cpus_per_task"] < n:
+        n, limits = res["cpus_per_task"], limits + [f"cpus_per_task {res['cpus_per_task']}"]
+    if res.get("mem_gb") and int(res["mem_gb"] // RUN_HOST_MEMORY_GB) < n:
+        n = max(1, int(res["mem_gb"] // RUN_HOST_MEMORY_GB))
+        limits.append(f"mem_gb {res['mem_gb']} at {RUN_HOST_MEMORY_GB:g} GB a run")
+    return n, "default: " + ", ".join(limits)
+
+
+def expected_device(request: str, profile: ClusterProfile, method: str | None = None) -> str:
+    """What device the runs of `method`'s array will use: decided on the node (benchmark.run.
+    resolve_device), so this says what the profile's resources make of the request."""
+    gpus = profile.resources(method).get("gpus_per_node", 0)
+    if request == "auto":
+        return (f"auto: cuda on the node ({gpus} GPU{'s' if gpus > 1 else ''} per job)" if gpus else
+                "auto: cpu (the profile asks for no GPU: gpus_per_node)")
+    if request.startswith("cuda") and not gpus:
+        return (f"{request}, but the profile asks for no GPU (gpus_per_node): the runs fail unless "
+                "the partition's nodes give one anyway")
+    return request
+
+
+def max_array_size(profile: ClusterProfile) -> tuple[int, str]:
+    """(the most tasks one job array may have, where that came from): the profile's
+    max_array_size, else the controller's MaxArraySize (`scontrol show config`), else Slurm's
+    default. Array indices run 0..MaxArraySize-1, so an array holds at most MaxArraySize tasks."""
+    if profile.max_array_size:
+        return profile.max_array_size, "max_array_size in the profile"
+    import shutil
+    import subprocess
+
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                                 timeout=30).stdout
+            m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+            if m:
+                return int(m.group(1)), "MaxArraySize from scontrol show config"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return SLURM_DEFAULT_MAX_ARRAY_SIZE, "Slurm's default MaxArraySize (scontrol not available)"
+
+
+def split_cap(cap: int, weights: list[float], bounds: list[int]) -> list[tuple[int, int | None]]:
+    """The sweep-wide cap of `cap` jobs at once over arrays of the given weights (jobs x time
+    limit), none given more than its bound (its number of jobs, or its own array_parallelism):
+    [(array parallelism, index of the array it must wait for, or None)]. Shares go one at a time
+    to the array furthest behind its weight (D'Hondt), so they add up to at most `cap` and the
+    arrays finish about together. With more arrays than `cap`, each array gets 1 and waits for the
+    one `cap` places before it (afterany), so at most `cap` run at once."""
+    n = len(weights)
+    if n > cap:
+        return [(1, i - cap if i >= cap else None) for i in range(n)]
+    shares = [1] * n
+    for _ in range(cap - n):
+        open_ = [i for i in range(n) if shares[i] < bounds[i]]
+        if not open_:
+            break
+        best = max(open_, key=lambda i: weights[i] / shares[i])
+        shares[best] += 1
+    return [(s, None) for s in shares]

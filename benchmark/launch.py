@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import os
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
-from .errors import Unavailable
+from .errors import Unavailable, one_line
 from .run import RunTask, SlurmRun, log_tail, run_one, skipped
 from .store import proc_start
 from .submissions import can_query_queue, note_submitted, slurm_queue_states, submitted_job
@@ -45,13 +46,36 @@ class LauncherError(RuntimeError):
         return self.args[0]
 
 
-def _outcome(job, task: RunTask) -> dict:
-    """The record run_one returned, or a failure record (written) if the job itself died."""
+def _outcomes(job, tasks: list[RunTask]) -> list[dict]:
+    """The records of a finished job's runs (a Slurm job may run several: runs_per_task): what the
+    job returned, or, when it failed or died, each run's record as the job left it (a run it
+    recorded as failed, or finished), else a failure record written here with one line on why."""
     try:
-        record = job.result()
+        result = job.result()
     except Exception as err:
-        return _record_dead_job(job, task, f"{type(err).__name__}: {err}")
-    return _stop_on(record)
+        error = _job_error(job, err)
+        return [_record_dead_job(job, task, error) for task in tasks]
+    results = result if isinstance(result, list) else [result]
+    by_key = {json.dumps(r.get("key"), sort_keys=True): r for r in results if isinstance(r, dict)}
+    out = []
+    for task in tasks:
+        record = by_key.get(json.dumps(dataclasses.asdict(task.key), sort_keys=True))
+        out.append(_stop_on(record) if record is not None else
+                   _record_dead_job(job, task, f"job {job.job_id} returned no result for this run"))
+    return out
+
+
+def _job_error(job, err: Exception) -> str:
+    """One line on how a job ended without a result for its runs (a record's `error`): for a job
+    that ended without a result (cancelled, killed, out of memory, past its time limit) as the
+    follow-up of --no-wait says it, else the last line of what the job raised."""
+    if isinstance(err, submitit.core.utils.UncompletedJobError) and isinstance(job, submitit.SlurmJob):
+        return f"Slurm job {job.job_id} ended ({job.state}) without recording the run"
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(err).__name__
+    if isinstance(err, submitit.core.utils.UncompletedJobError):
+        return f"job {job.job_id} ended without recording the run: {last}"
+    return last[:300]
 
 
 def _stop_on(record: dict) -> dict:
@@ -83,9 +107,10 @@ def _record_dead_job(job, task: RunTask, error: str) -> dict:
 
 
 def follow_up(folder: Path, tasks: list[RunTask], record: bool = True) -> tuple[dict, list]:
-    """Runs without a record that went to Slurm earlier (--no-wait): ({key: (job id, state)} of
-    those still queued or running, [records of those whose job has left the queue]). With `record`,
-    a job that ended without recording its run has a failure record written for it. Nothing is
+    """Runs of `tasks` that went to Slurm earlier (--no-wait, or a retry): ({key: (job id, state)}
+    of those still queued or running, whatever their record says (a failed run's retry may be
+    queued), [records of those without a record whose job has left the queue]). With `record`, a
+    job that ended without recording its run has a failure record written for it. Nothing is
     looked up where squeue is not available."""
     submitted = [(t, job_id) for t in tasks if (job_id := submitted_job(folder, t))]
     if not submitted or not can_query_queue():
@@ -96,11 +121,11 @@ def follow_up(folder: Path, tasks: list[RunTask], record: bool = True) -> tuple[
         if job_id in queued:
             in_flight[task.key] = (job_id, queued[job_id])
             continue
-        if not record:
-            continue
+        if not record or task.store.state(task.key, task.config_hash()) != "missing":
+            continue  # a run with a record keeps it (a retry's job that ended unrecorded: no news)
         job = submitit.SlurmJob(folder=folder, job_id=job_id)
         if job.paths.result_pickle.exists():
-            ended.append(_outcome(job, task))
+            ended += _outcomes(job, [task])
         else:
             sacct = job.watcher.get_state(job_id, mode="force")
             ended.append(_record_dead_job(job, task, f"Slurm job {job_id} left the queue ({sacct}) "
@@ -109,12 +134,13 @@ def follow_up(folder: Path, tasks: list[RunTask], record: bool = True) -> tuple[
 
 
 def _reap(running: list, records: list[dict], bar: tqdm) -> bool:
-    """Move the finished (job, task) pairs of `running` to `records`; whether any had finished."""
+    """Move the finished (job, [task, ...]) pairs of `running` to `records`; whether any had
+    finished."""
     finished = [(j, t) for j, t in running if j.done()]
-    for job, task in finished:
-        running.remove((job, task))
-        records.append(_outcome(job, task))
-        bar.update(1)
+    for job, tasks in finished:
+        running.remove((job, tasks))
+        records.extend(_outcomes(job, tasks))
+        bar.update(len(tasks))
     return bool(finished)
 
 
@@ -143,7 +169,7 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
         while queue or running:
             while queue and len(running) < jobs:
                 task = queue.pop(0)
-                running.append((executor.submit(run_one, task), task))
+                running.append((executor.submit(run_one, task), [task]))
             if not _reap(running, records, bar):
                 time.sleep(POLL_SECONDS)
     except (KeyboardInterrupt, Unavailable):  # leave no training subprocess behind the user
@@ -154,7 +180,8 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
 
 
 def wait_for(submitted: Iterable, bar: tqdm) -> list[dict]:
-    """Wait for submitted (job, task) pairs; Slurm jobs keep running if this is interrupted."""
+    """Wait for submitted (job, [task, ...]) pairs; Slurm jobs keep running if this is
+    interrupted."""
     running, records = list(submitted), []
     while running:
         if not _reap(running, records, bar):
@@ -173,51 +200,106 @@ def _debug(tasks: list[RunTask], folder: Path, bar: tqdm) -> list[dict]:
 
 @dataclass
 class SlurmArray:
-    """One job array: a method family's pending runs and the sbatch directives they go out with."""
+    """One job array: pending runs of one method family, packed `runs_per_task` to a job (array
+    task), with the sbatch directives they go out with. A family with more jobs than the
+    cluster's MaxArraySize goes out as several arrays (`part` of `parts`)."""
 
     method: str
     name: str
-    tasks: list[RunTask]
+    packs: list[list[RunTask]]  # one per array task (job)
+    runs_per_task: int
+    packing: str  # how runs_per_task was decided
+    parallelism: int | None  # at most this many of its jobs at once (%N); None: the profile's
+    after: int | None  # index of the array it waits for (afterany), to keep the sweep's cap
     directives: list[str]
+    part: int = 1
+    parts: int = 1
+
+    @property
+    def tasks(self) -> list[RunTask]:
+        return [task for pack in self.packs for task in pack]
 
 
-def slurm_arrays(tasks: list[RunTask], folder: Path, cluster_profile) -> list[SlurmArray]:
-    """How `tasks` would go to Slurm: one array per method family. Needs no Slurm (for --dry-run)."""
-    from .cluster import sbatch_directives
+def slurm_arrays(tasks: list[RunTask], folder: Path, cluster_profile,
+                 max_size: int | None = None) -> list[SlurmArray]:
+    """How `tasks` would go to Slurm: one array per method family (its resource overrides), runs
+    packed `runs_per_task` to a job, arrays split at `max_size` jobs (default: the cluster's
+    MaxArraySize), the profile's sweep_parallelism shared among the arrays. Needs no Slurm (for
+    --dry-run)."""
+    from .cluster import max_array_size, runs_per_task, sbatch_directives, split_cap
 
+    if max_size is None:
+        max_size = max_array_size(cluster_profile)[0]
     arrays = []
     for method, group in groupby(sorted(tasks, key=lambda t: t.key.method), key=lambda t: t.key.method):
         group = list(group)
-        name = f"gpvae-{method}"
-        arrays.append(SlurmArray(method, name, group, sbatch_directives(
-            cluster_profile, Path(folder), method, name=name, array_size=len(group))))
+        k, how = runs_per_task(cluster_profile, method)
+        packs = [group[i:i + k] for i in range(0, len(group), k)]
+        chunks = [packs[i:i + max_size] for i in range(0, len(packs), max_size)]
+        for n, chunk in enumerate(chunks, 1):
+            name = f"gpvae-{method}" + (f"-part{n}of{len(chunks)}" if len(chunks) > 1 else "")
+            arrays.append(SlurmArray(method, name, chunk, k, how, None, None, [], n, len(chunks)))
+    cap = cluster_profile.sweep_parallelism
+    if cap is not None and arrays:
+        limits = [cluster_profile.resources(a.method) for a in arrays]
+        weights = [len(a.packs) * lim.get("timeout_min", 60) for a, lim in zip(arrays, limits, strict=True)]
+        bounds = [min(len(a.packs), lim.get("array_parallelism", len(a.packs)))
+                  for a, lim in zip(arrays, limits, strict=True)]
+        for array, (share, after) in zip(arrays, split_cap(cap, weights, bounds), strict=True):
+            array.parallelism, array.after = share, after
+    for array in arrays:
+        extra = {} if array.parallelism is None else {"slurm_array_parallelism": array.parallelism}
+        array.directives = sbatch_directives(cluster_profile, Path(folder), array.method,
+                                             name=array.name, array_size=len(array.packs), **extra)
     return arrays
 
 
+def _sbatch_error(err: Exception) -> str:
+    """sbatch's own error lines from a failed submission, in one line."""
+    text = str(err)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("sbatch:")]
+    return one_line("; ".join(lines) if lines else (text.strip() or type(err).__name__))[:500]
+
+
 def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tuple[str, list]]:
-    """Submit one job array per method family, with that family's resource overrides;
-    [(array job id, [(job, task), ...])]."""
+    """Submit the job arrays of slurm_arrays(), each with its family's resource overrides and its
+    share of the sweep's cap; [(array job id, [(job, [task, ...]), ...])]. A submission Slurm refuses
+    part-way stops with one line saying what went out (it stays queued) and what did not."""
     from .cluster import make_executor, max_requeues
 
     if shutil.which("sbatch") is None:
         raise LauncherError("--launcher slurm needs Slurm: 'sbatch' is not on PATH")
-    submitted = []
-    for array in slurm_arrays(tasks, folder, cluster_profile):
-        executor = make_executor(cluster_profile, folder, array.method, name=array.name)
+    submitted, ids = [], []
+    arrays = slurm_arrays(tasks, folder, cluster_profile)
+    for index, array in enumerate(arrays):
+        params: dict = {"name": array.name}
+        if array.parallelism is not None:
+            params["slurm_array_parallelism"] = array.parallelism
+        if array.after is not None:
+            params["slurm_additional_parameters"] = {"dependency": f"afterany:{ids[array.after]}"}
         try:
+            executor = make_executor(cluster_profile, folder, array.method, **params)
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr
                 jobs = executor.map_array(SlurmRun(max_requeues(cluster_profile, array.method)),
-                                          array.tasks)
-        except submitit.core.utils.FailedJobError as err:
-            raise Unavailable(f"Slurm refused the job array {array.name} ({err}): check that "
-                              "the controller is up (sinfo), then rerun; nothing was submitted"
-                              + (" after the arrays above" if submitted else "")) from None
-        for job, task in zip(jobs, array.tasks, strict=True):
-            note_submitted(folder, job.job_id, task)
+                                          array.packs)
+        except Exception as err:  # sbatch refused (bad partition, QoS, limits), controller down
+            done = ", ".join(f"job array {i} ({a.name}, {len(a.tasks)} runs)"
+                             for i, a in zip(ids, arrays, strict=False)) or "nothing"
+            rest = ", ".join(f"{a.name} ({len(a.tasks)} runs)" for a in arrays[index:])
+            raise Unavailable(
+                f"Slurm refused job array {array.name} ({_sbatch_error(err)}). Submitted and still "
+                f"queued: {done}; not submitted: {rest}. Fix the cause (cluster profile "
+                f"{cluster_profile.source}), then rerun the same command: it submits only the runs "
+                "not queued") from None
+        for job, pack in zip(jobs, array.packs, strict=True):
+            for task in pack:
+                note_submitted(folder, job.job_id, task)
         array_id = jobs[0].job_id.split("_")[0]
-        print(f"submitted job array {array_id} ({array.name}): {len(jobs)} runs; logs in {folder}",
-              flush=True)
-        submitted.append((array_id, list(zip(jobs, array.tasks, strict=True))))
+        ids.append(array_id)
+        packed = f" in {len(jobs)} jobs of up to {array.runs_per_task}" if array.runs_per_task > 1 else ""
+        print(f"submitted job array {array_id} ({array.name}): {len(array.tasks)} runs{packed}; "
+              f"logs in {folder}", flush=True)
+        submitted.append((array_id, list(zip(jobs, array.packs, strict=True))))
     return submitted
 
 

@@ -72,7 +72,7 @@ def _provenance(device: torch.device) -> dict:
 
     try:
         dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    except RuntimeError as err:  # provenance must never lose the run's record
+    except (RuntimeError, AssertionError) as err:  # provenance must never lose the run's record
         dev = f"unknown ({err})"
     return {
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
@@ -83,6 +83,22 @@ def _provenance(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
+
+
+class DeviceUnavailable(RuntimeError):
+    """The run asks for CUDA on a node that has none."""
+
+
+def resolve_device(request: str) -> str:
+    """The torch device for a run's device request, decided on the machine the run executes on
+    (a Slurm node, not the login node that submitted it): auto = cuda when this machine has one."""
+    if request == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if request.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailable(f"--device {request}: CUDA is not available on "
+                                f"{socket.gethostname()} (ask for a GPU in the cluster profile: "
+                                "gpus_per_node, or use --device auto)")
+    return request
 
 
 def _first(t: torch.Tensor, n: int | None) -> torch.Tensor:
@@ -204,11 +220,12 @@ def _slurm_job() -> dict | None:
             "requeues": _requeue_count()}
 
 
-def _ensure_logging() -> None:
-    """In a job subprocess nobody configured logging: send the per-epoch lines to stdout."""
+def _ensure_logging(prefix: str = "") -> None:
+    """In a job subprocess nobody configured logging: send the per-epoch lines to stdout (each
+    prefixed with `prefix`: the runs of a packed Slurm job share one log)."""
     if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(message)s", "%H:%M:%S"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
 
@@ -348,6 +365,8 @@ def _train_and_record(task: RunTask, claim) -> dict:
     start = time.perf_counter()
     log.info("run %s", key)
     try:
+        # the task carries the device request (--device auto): decided here, where the run executes
+        task = dataclasses.replace(task, device=resolve_device(task.device))
         record.update(train_and_evaluate(task), status="ok")
     except Exception as err:  # recorded, so one failing run never stops the others
         if environment_failure(err):  # disk full, read-only: no method failed; record nothing
@@ -362,48 +381,189 @@ def _train_and_record(task: RunTask, claim) -> dict:
     return record
 
 
-class SlurmRun(submitit.helpers.Checkpointable):
-    """run_one as a submitit-checkpointable callable, for the Slurm launcher.
+class RequeueCap(Exception):
+    """Raised by SlurmRun.checkpoint() at the requeue cap, inside submitit's USR2 handler: it stops
+    the job where it is, and the runs not finished yet are recorded as failed with this message."""
 
-    When Slurm preempts a run or its time limit nears, it sends USR2 (signal_delay_s ahead);
-    submitit then calls checkpoint() and requeues the job with what it returns. Training state is
-    already on disk (train() saves it every epoch), so the requeued run resumes from there; no
-    in-memory state needs to travel. A hard `scontrol requeue` (SIGTERM, then SIGKILL) skips
-    checkpoint() but resumes the same way. Either way a run requeued more than `max_requeues` times
-    is recorded as failed instead of running again (its checkpoint is kept for --retry-failed).
+    def __init__(self, requeues: int, max_requeues: int) -> None:
+        super().__init__(f"Requeued {requeues} times, the most max_requeues={max_requeues} allows; "
+                         "rerun with --retry-failed to resume from its checkpoint")
+        self.requeues = requeues
+
+
+class RunsFailed(Exception):
+    """Raised by a Slurm job after its runs are recorded when any of them failed, so that the job
+    exits non-zero (sacct: FAILED) and dependencies and mail see it. One line, the failures."""
+
+
+PACK_POLL_SECONDS = 1.0
+KILLED_GRACE_SECONDS = 3.0  # a run killed by a signal: is the whole job being killed (requeue)?
+
+
+def _pack_worker(task: RunTask, conn) -> None:
+    """One run of a packed Slurm job, in its own process: run_one, its result sent back. The job's
+    process (submitit's) handles USR2 (checkpoint and requeue) and outlives SIGTERM (KillWait, then
+    SIGKILL for all); so do the runs: they ignore both, and stop when that process is gone."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(PACK_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True, name="parent watchdog").start()
+    _ensure_logging(f"[{task.key.method}-{task.key.variant} s{task.key.split}-r{task.key.restart} "
+                    f"d{task.key.dim}] ")
+    try:
+        result = run_one(task)
+    except BaseException as err:  # noqa: BLE001 - reported to the job's process, which raises
+        result = {"status": "crashed", "key": dataclasses.asdict(task.key),
+                  "error": error_summary(err), "traceback": traceback.format_exc()[-4000:]}
+    conn.send(result)
+    conn.close()
+
+
+class SlurmRun(submitit.helpers.Checkpointable):
+    """A Slurm array task: its runs (one, or `runs_per_task` packed together), as a
+    submitit-checkpointable callable for the Slurm launcher.
+
+    The runs execute concurrently, each in its own process (run_one: its own claim, record and
+    checkpoint), sharing the job's CPUs (threads split among them) and GPUs (round robin). When
+    Slurm preempts the job or its time limit nears, it sends USR2 (signal_delay_s ahead); submitit
+    then calls checkpoint() and requeues the job with what it returns. Training state is already on
+    disk (train() saves it every epoch), so each requeued run resumes from there and a finished one
+    is not run again; no in-memory state needs to travel. A hard `scontrol requeue` (SIGTERM, then
+    SIGKILL) skips checkpoint() but resumes the same way. Either way a job requeued more than
+    `max_requeues` times records its unfinished runs as failed with that reason (checkpoints kept for
+    --retry-failed). A job any of whose runs failed exits non-zero after recording them.
     """
 
     def __init__(self, max_requeues: int) -> None:
         self.max_requeues = max_requeues
 
-    def __call__(self, task: RunTask) -> dict:
+    def __call__(self, tasks: RunTask | list[RunTask]) -> list[dict]:
+        tasks = [tasks] if isinstance(tasks, RunTask) else list(tasks)
+        _ensure_logging()
         requeues = _requeue_count()
         if requeues > self.max_requeues:  # requeued from outside (scontrol requeue) once too often
-            return self._give_up(task, requeues)
-        return run_one(task)
+            records = [self._give_up(task, requeues) for task in tasks]
+            _raise_if_failed(tasks, records, RequeueCap(requeues, self.max_requeues))
+            return records
+        return _run_pack(tasks, self)
 
-    def checkpoint(self, task: RunTask):
+    def checkpoint(self, tasks: RunTask | list[RunTask]):
+        tasks = [tasks] if isinstance(tasks, RunTask) else list(tasks)
         requeues = _requeue_count()
         if requeues >= self.max_requeues:
-            self._give_up(task, requeues)
-            return None  # submitit then ends the job instead of requeuing it
-        log.warning("run %s interrupted (preempted or near its time limit): requeue %d of at most %d, "
-                    "resuming from its last checkpoint", task.key, requeues + 1, self.max_requeues)
-        return super().checkpoint(task)
+            # stops the job's process where it is waiting for its runs (_run_pack), which then
+            # records the unfinished ones as failed with this reason and exits non-zero
+            raise RequeueCap(requeues, self.max_requeues)
+        for task in tasks:
+            log.warning("run %s interrupted (preempted or near its time limit): requeue %d of at "
+                        "most %d, resuming from its last checkpoint", task.key, requeues + 1,
+                        self.max_requeues)
+        return super().checkpoint(tasks)
 
     def _give_up(self, task: RunTask, requeues: int) -> dict:
-        _ensure_logging()
-
         def record_failure(task: RunTask, claim) -> dict:
             log.error("run %s: not requeued again after %d requeues (max_requeues %d)", task.key,
                       requeues, self.max_requeues)
             record = _new_record(task)
-            record.update(status="failed", error=f"Requeued {requeues} times, the most "
-                          f"max_requeues={self.max_requeues} allows; rerun with --retry-failed to "
-                          "resume from its checkpoint")
+            record.update(status="failed", error=str(RequeueCap(requeues, self.max_requeues)))
             return _write_record(task, record, time.perf_counter(), claim)
 
-        return _claimed(task, record_failure)
+        return _recorded(task, _claimed(task, record_failure))
+
+
+def _recorded(task: RunTask, result: dict) -> dict:
+    """A run's result, with a run skipped because its record is there (finished before a requeue,
+    say) replaced by that record."""
+    if result.get("status") == "skipped":
+        rec = task.store.current(task.key, task.config_hash())
+        if rec is not None:
+            return dict(rec.data)
+    return result
+
+
+def _raise_if_failed(tasks: list[RunTask], results: list[dict | None], cause=None) -> None:
+    """RunsFailed, one line, if any run failed, crashed or was killed (None)."""
+    bad = []
+    for task, res in zip(tasks, results, strict=True):
+        if res is None:
+            bad.append(f"{task.key}: its process was killed")
+        elif res.get("status") in ("failed", "crashed"):
+            bad.append(f"{task.key}: {res.get('error')}")
+    if bad:
+        head = f"{len(bad)} of {len(tasks)} runs failed" if len(tasks) > 1 else "the run failed"
+        raise RunsFailed(f"{head}: " + "; ".join(b.replace("\n", " ") for b in bad)) from cause
+
+
+def _pack_devices(tasks: list[RunTask]) -> list[RunTask]:
+    """Each run's share of the job: CPU threads split evenly, GPUs round robin (each run still
+    resolves its device request itself: auto = cuda when the node has one)."""
+    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or os.cpu_count() or 1
+    threads = max(1, cpus // len(tasks))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    out = []
+    for i, task in enumerate(tasks):
+        device = task.device
+        if gpus > 1 and device in ("auto", "cuda"):
+            device = f"cuda:{i % gpus}"
+        out.append(dataclasses.replace(task, threads=task.threads or threads, device=device))
+    return out
+
+
+def _run_pack(tasks: list[RunTask], slurm_run: SlurmRun) -> list[dict]:
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA
+    tasks = _pack_devices(tasks)
+    procs: list = []
+    results: list[dict | None] = [None] * len(tasks)
+    try:
+        for task in tasks:
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_pack_worker, args=(task, send), name=f"run {task.key}")
+            proc.start()
+            send.close()
+            procs.append((proc, receive))
+        open_ = set(range(len(tasks)))
+        while open_:
+            wait([procs[i][1] for i in open_] + [procs[i][0].sentinel for i in open_],
+                 timeout=PACK_POLL_SECONDS)
+            for i in sorted(open_):
+                proc, conn = procs[i]
+                try:
+                    if conn.poll():
+                        results[i] = _recorded(tasks[i], conn.recv())
+                except (EOFError, OSError):  # the run's process died without sending
+                    pass
+                if results[i] is not None or not proc.is_alive():
+                    proc.join()
+                    open_.discard(i)
+        if any(r is None for r in results):
+            time.sleep(KILLED_GRACE_SECONDS)  # killed with the whole job (requeue): end with it
+    except (RequeueCap, submitit.core.utils.UncompletedJobError) as cap:  # submitit's own cap
+        _stop_all(procs)
+        for i, task in enumerate(tasks):
+            rec = slurm_run._give_up(task, getattr(cap, "requeues", _requeue_count()))
+            results[i] = rec if rec.get("status") != "skipped" else results[i]
+        _raise_if_failed(tasks, results, cap)
+    finally:
+        _stop_all(procs)  # e.g. submitit requeued the job and exits: the runs go with it
+    _raise_if_failed(tasks, results)
+    return [r for r in results if r is not None]
+
+
+def _stop_all(procs: list) -> None:
+    for proc, _ in procs:
+        if proc.is_alive():
+            proc.kill()
+    for proc, _ in procs:
+        proc.join(timeout=10)
 
 
 def _requeue_count() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -10,10 +11,10 @@ import pytest
 import submitit
 
 from benchmark.cli import main
-from benchmark.launch import _outcome
+from benchmark.launch import _outcomes, slurm_arrays
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
-from benchmark.run import SlurmRun
+from benchmark.run import RequeueCap, RunsFailed, SlurmRun
 from benchmark.specs import load_table_spec
 from benchmark.store import write_json_atomic
 from benchmark.submissions import note_submitted, slurm_queue_states
@@ -62,7 +63,7 @@ def test_dry_run_prints_states_arrays_and_sbatch_parameters(capsys, mnist_root, 
     rc, out, err = dry_run(capsys, mnist_root, tmp_path)
     assert rc == 0
     assert "4 runs: 1 done, 1 failed, 2 missing; 2 to run" in err
-    assert "would submit 2 runs as 2 job arrays with cluster profile local" in out
+    assert "would submit 2 runs as 2 jobs in 2 job arrays with cluster profile local" in out
     arrays = dict(re.findall(r"array (gpvae-\w+): (\d+) runs", out))
     assert arrays == {"gpvae-vae": "1", "gpvae-gpvae": "1"}
     # slurm/local.yaml: timeout_min 60, overridden to 120 for gpvae; the rest shared
@@ -78,7 +79,7 @@ def test_dry_run_prints_states_arrays_and_sbatch_parameters(capsys, mnist_root, 
     assert not (tmp_path / "submitit").exists()  # nothing submitted
 
     rc, out, err = dry_run(capsys, mnist_root, tmp_path, "--retry-failed")
-    assert "3 to run" in err and "would submit 3 runs as 2 job arrays" in out
+    assert "3 to run" in err and "would submit 3 runs as 3 jobs in 2 job arrays" in out
     assert re.findall(r"array (gpvae-\w+): (\d+) runs", out) == [("gpvae-gpvae", "2"), ("gpvae-vae", "1")]
 
 
@@ -105,31 +106,33 @@ def test_requeue_below_the_cap_resubmits_the_same_run(slurm_env, mnist_root, tmp
     task = smoke_tasks(mnist_root, tmp_path)[0]
     slurm_env.setenv("SLURM_RESTART_COUNT", "1")
     run = SlurmRun(max_requeues=2)
-    delayed = run.checkpoint(task)
-    assert delayed.function is run and delayed.args == (task,)
+    delayed = run.checkpoint([task])
+    assert delayed.function is run and delayed.args == ([task],)
     assert not task.record_path.exists()
 
 
-def test_requeue_at_the_cap_is_recorded_as_failed(slurm_env, mnist_root, tmp_path):
-    """At max_requeues, checkpoint() records the run as failed and returns None, which makes
-    submitit end the job instead of requeuing it (submitit/core/job_environment.py)."""
+def test_requeue_at_the_cap_stops_the_job_with_the_harness_message(slurm_env, mnist_root, tmp_path):
+    """At max_requeues, checkpoint() raises RequeueCap inside submitit's USR2 handler: the job's
+    process stops waiting for its runs, records the unfinished ones as failed with that message
+    (not submitit's 'checkpoint function returned None') and exits non-zero."""
     task = smoke_tasks(mnist_root, tmp_path)[0]
     slurm_env.setenv("SLURM_RESTART_COUNT", "2")
-    assert SlurmRun(max_requeues=2).checkpoint(task) is None
-    rec = json.loads(task.record_path.read_text())
-    assert rec["status"] == "failed" and "Requeued 2 times" in rec["error"]
-    assert "max_requeues=2" in rec["error"] and rec["config_hash"] == task.config_hash()
-    assert rec["slurm"] == {"job_id": "76_1", "requeues": 2}
-    assert rec["log_file"] == str(tmp_path / "submitit" / "76_1_0_log.out")
+    with pytest.raises(RequeueCap, match="Requeued 2 times"):
+        SlurmRun(max_requeues=2).checkpoint([task])
+    assert not task.record_path.exists()
 
 
 def test_run_requeued_past_the_cap_from_outside_is_not_trained(slurm_env, mnist_root, tmp_path):
-    """`scontrol requeue` bypasses checkpoint(); the next start counts and refuses instead."""
+    """`scontrol requeue` bypasses checkpoint(); the next start counts, records and exits non-zero."""
     task = smoke_tasks(mnist_root, tmp_path)[0]
     slurm_env.setenv("SLURM_RESTART_COUNT", "3")
-    rec = SlurmRun(max_requeues=2)(task)
+    with pytest.raises(RunsFailed, match="Requeued 3 times"):
+        SlurmRun(max_requeues=2)([task])
+    rec = json.loads(task.record_path.read_text())
     assert rec["status"] == "failed" and "Requeued 3 times" in rec["error"]
-    assert "metrics" not in rec and json.loads(task.record_path.read_text())["status"] == "failed"
+    assert "max_requeues=2" in rec["error"] and rec["config_hash"] == task.config_hash()
+    assert "metrics" not in rec and rec["slurm"] == {"job_id": "76_1", "requeues": 3}
+    assert rec["log_file"] == str(tmp_path / "submitit" / "76_1_0_log.out")
 
 
 def test_plugins_from_the_environment_and_a_spec_by_path(capsys, monkeypatch, mnist_root, tmp_path):
@@ -168,25 +171,74 @@ class DeadJob:
 def test_job_that_died_unrecorded_gets_a_failure_record(mnist_root, tmp_path):
     task = smoke_tasks(mnist_root, tmp_path)[0]
     job = DeadJob(tmp_path / "submitit")
-    rec = _outcome(job, task)
+    [rec] = _outcomes(job, [task])
     assert json.loads(task.record_path.read_text()) == rec
     assert rec["status"] == "failed" and rec["config_hash"] == task.config_hash()
-    assert rec["error"].startswith("UncompletedJobError: Job 90_3") and "CANCELLED" in rec["error"]
+    # one line, as --no-wait's follow-up gives, not submitit's whole message
+    assert rec["error"] == ("job 90_3 ended without recording the run: Job 90_3 (task: 0) with path "
+                            "... has state CANCELLED")
     assert rec["log_file"] == str(job.paths.stdout) and rec["stderr_file"] == str(job.paths.stderr)
     assert rec["log_tail"].splitlines() == [f"line {i}" for i in range(61, 100)] + ["Killed"]  # last 40
 
 
-def test_record_the_job_wrote_before_dying_is_kept(slurm_env, mnist_root, tmp_path):
-    """The requeue cap records the run, then submitit ends the job with an error: keep that record."""
+def test_record_the_job_wrote_before_failing_is_kept(slurm_env, mnist_root, tmp_path):
+    """The requeue cap records the run, then the job exits non-zero: the launcher keeps that record."""
     task = smoke_tasks(mnist_root, tmp_path)[0]
     job = DeadJob(tmp_path / "submitit")
     slurm_env.setenv("SLURM_JOB_ID", "93")
     slurm_env.setenv("SLURM_ARRAY_JOB_ID", "90")
     slurm_env.setenv("SLURM_ARRAY_TASK_ID", "3")
-    slurm_env.setenv("SLURM_RESTART_COUNT", "2")
-    assert SlurmRun(max_requeues=2).checkpoint(task) is None
+    slurm_env.setenv("SLURM_RESTART_COUNT", "3")
+    with pytest.raises(RunsFailed):
+        SlurmRun(max_requeues=2)([task])
     written = json.loads(task.record_path.read_text())
-    assert _outcome(job, task) == written and "Requeued 2 times" in written["error"]
+    assert _outcomes(job, [task]) == [written] and "Requeued 3 times" in written["error"]
+
+
+def test_packing_caps_and_array_splitting(mnist_root, tmp_path):
+    """runs_per_task packs runs into jobs per method family; sweep_parallelism is shared among the
+    arrays (adding up to it); a family with more jobs than MaxArraySize is split."""
+    from benchmark.cluster import load_cluster_profile, runs_per_task
+
+    tasks = smoke_tasks(mnist_root, tmp_path)  # vae, gpvae x 2 splits
+    many = [dataclasses.replace(tasks[0], key=dataclasses.replace(tasks[0].key, split=s))
+            for s in range(9)] + [t for t in tasks if t.key.method == "gpvae"]
+    profile = tmp_path / "c.yaml"
+    profile.write_text("gpus_per_node: 1\ncpus_per_task: 8\nmem_gb: 32\ntimeout_min: 60\n"
+                       "sweep_parallelism: 3\noverrides:\n  gpvae: {runs_per_task: 1}\n")
+    cluster = load_cluster_profile(profile)
+    assert runs_per_task(cluster, "vae") == (4, "default: 4 per GPU (estimate)")
+    assert runs_per_task(cluster, "gpvae") == (1, "runs_per_task in the profile")
+    arrays = slurm_arrays(many, tmp_path, cluster, max_size=2)
+    assert [(a.name, [len(p) for p in a.packs]) for a in arrays] == [
+        ("gpvae-gpvae", [1, 1]), ("gpvae-vae-part1of2", [4, 4]), ("gpvae-vae-part2of2", [1])]
+    assert sum(a.parallelism for a in arrays) == 3 and all(a.after is None for a in arrays)
+    assert "#SBATCH --array=0-1%1" in arrays[0].directives
+    assert sorted(t.key.split for t in arrays[1].tasks + arrays[2].tasks) == list(range(9))
+    profile.write_text("sweep_parallelism: 2\n")
+    arrays = slurm_arrays(many, tmp_path, load_cluster_profile(profile), max_size=2)
+    assert [(a.parallelism, a.after) for a in arrays] == [(1, None), (1, None), (1, 0), (1, 1),
+                                                          (1, 2), (1, 3)]
+    profile.write_text("overrides:\n  vae: {sweep_parallelism: 2}\n")
+    with pytest.raises(ValueError, match="unknown key 'sweep_parallelism'"):
+        load_cluster_profile(profile)
+
+
+def test_dry_run_says_device_jobs_estimate_and_data(capsys, mnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no scontrol: no Slurm needed
+    rc = main(["--table", "1", "--profile", "paper", "--data-root", str(mnist_root), "--results-dir",
+               str(tmp_path), "--launcher", "slurm", "--cluster", str(REPO / "slurm" / "example.yaml"),
+               "--methods", "vae,gpvae", "-q", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "would submit 360 runs as 90 jobs in 2 job arrays" in out
+    assert "array gpvae-vae: 180 runs in 45 jobs (4 runs per job: default: 4 per GPU (estimate))" in out
+    assert "device: auto: cuda on the node (1 GPU per job)" in out  # decided on the node
+    assert "data: mnist found" in out and "data: omniglot MISSING" in out
+    assert re.search(r"estimate: \d+ min-\d+ min per run \(paper Table 3 on an RTX 2080 Ti\)", out)
+    assert re.search(r"time limit 120 min: fits", out)
+    assert re.search(r"estimate: \d+-\d+ GPU-hours", out)
+    assert "Slurm's default MaxArraySize (scontrol not available)" in out
 
 
 def test_no_wait_runs_are_followed_up_through_squeue(capsys, mnist_root, tmp_path, monkeypatch):
