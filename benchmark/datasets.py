@@ -48,9 +48,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import InputError
+from .lazy import lazy_module
+
+torch = lazy_module("torch")  # imported when a dataset is loaded: planning and --help need none
 
 log = logging.getLogger("gpvae_bench")
 
