@@ -64,8 +64,8 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def args_for(mnist_root, results, launcher, *extra, table="1", profile="smoke"):
-    cluster = ["--cluster", "local"] if launcher == "slurm" else []
+def args_for(mnist_root, results, launcher, *extra, table="1", profile="smoke", cluster="local"):
+    cluster = ["--cluster", str(cluster)] if launcher == "slurm" else []
     return ["--table", str(table), "--profile", str(profile), "--data-root", str(mnist_root),
             "--results-dir", str(results), "--launcher", launcher, *cluster, "--datasets", "mnist",
             "--dims", "10", "--device", "cpu", "-q", *extra]
@@ -92,11 +92,21 @@ def write_spec(path: Path, rows: list[str]) -> Path:
     return path
 
 
-def small_profile(path: Path, epochs: int = 4) -> Path:
+def small_profile(path: Path, epochs: int = 4, splits: int = 1) -> Path:
     """The smoke profile on 512 training images and one split: short runs for tests of mechanics."""
     path.write_text((TESTS.parent / "benchmark" / "profiles" / "smoke.yaml").read_text()
-                    .replace("epochs: 4", f"epochs: {epochs}").replace("splits: 2", "splits: 1")
+                    .replace("epochs: 4", f"epochs: {epochs}").replace("splits: 2", f"splits: {splits}")
                     .replace("train_size: 2048", "train_size: 512"))
+    return path
+
+
+def cluster_profile(path: Path, **changes) -> Path:
+    """slurm/local.yaml with top-level keys changed (YAML scalars)."""
+    import yaml
+
+    data = yaml.safe_load((TESTS.parent / "slurm" / "local.yaml").read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -108,7 +118,7 @@ def test_slurm_table_equals_local_table(capsys, mnist_root, tmp_path):
     assert rc == 0
 
     rc, plan_out, _ = cli(capsys, *args_for(mnist_root, slurm, "slurm", *select, "--dry-run"))
-    assert rc == 0 and "would submit 2 runs as 1 job arrays" in plan_out
+    assert rc == 0 and "would submit 2 runs as 2 jobs in 1 job arrays" in plan_out
     start = time.perf_counter()
     rc, out, err = cli(capsys, *args_for(mnist_root, slurm, "slurm", *select))
     log(f"slurm launcher: 2 runs in {time.perf_counter() - start:.0f}s")
@@ -220,10 +230,12 @@ def test_failing_run_is_isolated_collected_and_retried_alone(capsys, mnist_root,
     assert time.perf_counter() - start < 30  # returned without waiting for training
     arrays = submitted_arrays(out)
     assert [(name, n) for _, name, n in arrays] == [("gpvae-probe", 2), ("gpvae-vae", 1)]
-    for array_id, _, n in arrays:
+    states = {}
+    for array_id, name, n in arrays:
         rows = sacct_states(array_id, expected=n, timeout=3 * DEADLINE_S)
-        # run_one records the failure and returns: the failing task itself ends normally too
-        assert [state for _, state in rows] == ["COMPLETED"] * n, rows
+        states[name] = sorted(state for _, state in rows)
+    # the failing run is recorded, then its job exits non-zero: sacct says FAILED for it alone
+    assert states == {"gpvae-probe": ["COMPLETED", "FAILED"], "gpvae-vae": ["COMPLETED"]}, states
 
     rc, _, err = cli(capsys, *run, "--collect")
     assert rc == 1
@@ -275,3 +287,144 @@ def test_no_wait_jobs_are_followed_up_not_resubmitted(capsys, mnist_root, tmp_pa
     [(retry_id, _, _)] = submitted_arrays(out)
     sacct_states(retry_id, expected=1)
     assert [r["status"] for r in records(results).values()] == ["ok"]
+
+
+SLOW_START = ["export PYTHONUNBUFFERED=1", "sleep 60"]  # a job that stays a minute before training
+
+
+def checkpoint_epochs(results: Path) -> list[int]:
+    epochs = []
+    for ckpt in sorted((results / "runs").rglob("*.ckpt")):
+        try:
+            epochs.append(torch.load(ckpt, weights_only=False)["train_state"]["epoch"])
+        except (OSError, EOFError, RuntimeError):
+            epochs.append(0)
+    return epochs
+
+
+def test_packed_job_requeued_mid_run_resumes_every_run(capsys, mnist_root, tmp_path, probe_plugin):
+    """runs_per_task: 2 packs two runs into one array task, each in its own process with its own
+    claim, record and checkpoint; an operator's requeue mid-run restarts the job and both runs
+    resume from their own checkpoints."""
+    results = tmp_path / "results"
+    profile = small_profile(tmp_path / "packed.yaml", epochs=8, splits=2)
+    spec = write_spec(tmp_path / "packed_table.yaml", ["{probe: {epoch_sleep: 1.5}}"])
+    cluster = cluster_profile(tmp_path / "packed-cluster.yaml", runs_per_task=2, cpus_per_task=2,
+                              mem_gb=2)
+    run = args_for(mnist_root, results, "slurm", table=spec, profile=profile, cluster=cluster)
+    rc, out, _ = cli(capsys, *run, "--device", "auto", "--dry-run")
+    assert rc == 0 and "would submit 2 runs as 1 jobs in 1 job arrays" in out
+    assert "(2 runs per job: runs_per_task in the profile)" in out
+    assert "device: auto: cpu (the profile asks for no GPU: gpus_per_node)" in out
+    rc, out, _ = cli(capsys, *run, "--device", "auto", "--no-wait")
+    assert rc == 0
+    [(job_id, _, n)] = submitted_arrays(out)  # one job (a plain job: one task) with two runs
+    assert n == 2 and "in 1 jobs of up to 2" in out
+    deadline = time.monotonic() + 2 * DEADLINE_S
+    while not (len(epochs := checkpoint_epochs(results)) == 2 and min(epochs) >= 2):
+        assert time.monotonic() < deadline, f"no checkpoints at epoch 2: {epochs} {sh('squeue').stdout}"
+        time.sleep(0.3)
+    requeue = sh("scontrol", "requeue", job_id)
+    assert requeue.returncode == 0, requeue.stderr
+    log(f"packed: scontrol requeue {job_id} with checkpoints at epochs {checkpoint_epochs(results)}")
+    release_requeued(job_id)
+    rows = sacct_states(job_id, expected=2, duplicates=True, timeout=3 * DEADLINE_S)
+    assert [state for _, state in rows] == ["REQUEUED", "COMPLETED"], rows
+    recs = records(results)
+    assert len(recs) == 2
+    for path, rec in recs.items():
+        m = rec["metrics"]
+        log(f"packed: {path} status={rec['status']} slurm={rec['slurm']} resumed_from_epoch="
+            f"{m['resumed_from_epoch']} epochs={[h['epoch'] for h in rec['history']]} "
+            f"device={rec['provenance']['device']} threads={rec['provenance']['threads']}")
+        assert rec["status"] == "ok" and rec["slurm"] == {"job_id": job_id, "requeues": 1}
+        assert 2 <= m["resumed_from_epoch"] < 8 and m["epochs_run"] == 8
+        assert [h["epoch"] for h in rec["history"]] == list(range(1, 9))
+        assert rec["provenance"]["device"].startswith("cpu") and rec["provenance"]["threads"] == 1
+    assert not list((results / "runs").rglob("*.ckpt"))
+
+
+def test_retry_is_not_submitted_twice_and_requeue_cap_keeps_its_message(capsys, mnist_root, tmp_path,
+                                                                       probe_plugin, monkeypatch):
+    """--retry-failed looks up every run it would submit in the queue: a failed run whose retry is
+    queued is not submitted again. At the requeue cap (max_requeues: 0, USR2) the run's record says
+    so, not submitit's 'checkpoint function returned None', and the job ends FAILED."""
+    results = tmp_path / "results"
+    profile = small_profile(tmp_path / "cap.yaml", epochs=8)
+    spec = write_spec(tmp_path / "cap_table.yaml", ["{probe: {epoch_sleep: 1.5}}"])
+    cluster = cluster_profile(tmp_path / "cap-cluster.yaml", max_requeues=0)
+    run = args_for(mnist_root, results, "slurm", table=spec, profile=profile, cluster=cluster)
+    rc, out, _ = cli(capsys, *run, "--no-wait")
+    [(job_id, _, _)] = submitted_arrays(out)
+    deadline = time.monotonic() + DEADLINE_S
+    while checkpoint_epoch(results) < 1:
+        assert time.monotonic() < deadline, f"no checkpoint: {sh('squeue').stdout}"
+        time.sleep(0.3)
+    assert sh("scancel", "--signal=USR2", job_id).returncode == 0
+    rows = sacct_states(job_id, expected=1, timeout=2 * DEADLINE_S)
+    assert [state for _, state in rows] == ["FAILED"], rows  # recorded as failed: exits non-zero
+    rc, _, err = cli(capsys, *run, "--collect")
+    [failed] = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert rc == 1 and "Requeued 0 times, the most max_requeues=0 allows" in failed, err
+    assert "checkpoint function returned None" not in err
+    [rec] = records(results).values()
+    assert rec["status"] == "failed" and rec["error"].startswith("Requeued 0 times")
+    assert list((results / "runs").rglob("*.ckpt"))  # kept for --retry-failed
+
+    # the retry stays in the queue a minute before it starts training (sbatch ignores $SBATCH_HOLD)
+    slow = cluster_profile(tmp_path / "slow-cluster.yaml", max_requeues=0, setup=SLOW_START)
+    run = args_for(mnist_root, results, "slurm", table=spec, profile=profile, cluster=slow)
+    rc, out, err = cli(capsys, *run, "--retry-failed", "--no-wait")
+    [(retry_id, _, _)] = submitted_arrays(out)
+    assert rc == 0 and "1 failed; 1 to run" in err
+    rc, out, err = cli(capsys, *run, "--retry-failed", "--no-wait")
+    assert "1 failed; 1 queued or running in Slurm; 0 to run" in err, err  # exit 1: a failed run
+    assert not submitted_arrays(out)  # no second job for the run
+    log(f"retry: job {retry_id} queued; a second --retry-failed submitted nothing")
+    assert sh("scancel", retry_id).returncode == 0
+    sacct_states(retry_id, expected=1)
+
+
+def test_cancelled_task_in_waiting_mode_is_one_line(mnist_root, tmp_path, monkeypatch):
+    """A task cancelled while the launcher waits is listed in one line with its log, as --collect
+    lists it; it runs as a process of its own (reproduce.py), cancelled from here."""
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    slow = cluster_profile(tmp_path / "slow-cluster.yaml", setup=SLOW_START)
+    run = args_for(mnist_root, results, "slurm", "--methods", "vae",
+                   profile=small_profile(tmp_path / "small.yaml"), cluster=slow)
+    proc = subprocess.Popen([sys.executable, str(TESTS.parent / "reproduce.py"), *run],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + DEADLINE_S
+    while not (markers := list(results.glob("submitit/small/table1/submitted/**/*.json"))):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    job_id = json.loads(markers[0].read_text())["job_id"]
+    assert sh("scancel", job_id).returncode == 0
+    out, err = proc.communicate(timeout=3 * DEADLINE_S)
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    log(f"waiting mode, cancelled job {job_id}: {failed}")
+    assert proc.returncode == 1 and len(failed) == 1, err
+    assert re.search(rf"Slurm job {job_id} ended \(CANCELLED[^)]*\) without recording the run \(log: "
+                     rf"\S+{job_id}_0_log.out\)$", failed[0]), failed[0]
+    assert "UncompletedJobError" not in err and "Traceback" not in err
+
+
+def test_submission_rejected_part_way_is_one_line(capsys, mnist_root, tmp_path, probe_plugin,
+                                                  monkeypatch):
+    results = tmp_path / "results"
+    cluster = tmp_path / "bad-override.yaml"
+    cluster_profile(cluster, setup=SLOW_START, overrides={"vae": {"partition": "no-such-partition"}})
+    spec = write_spec(tmp_path / "two_table.yaml", ["vae", "probe"])
+    rc, out, err = cli(capsys, *args_for(mnist_root, results, "slurm", "--no-wait", table=spec,
+                                         profile=small_profile(tmp_path / "small.yaml"), cluster=cluster))
+    [(probe_id, name, _)] = submitted_arrays(out)
+    lines = err.strip().splitlines()
+    log(f"rejected part-way: {lines[-1]}")
+    assert rc == 1 and name == "gpvae-probe" and "Traceback" not in err
+    assert lines[-1].startswith("error: Slurm refused job array gpvae-vae (sbatch: error: ")
+    assert f"Submitted and still queued: job array {probe_id} (gpvae-probe, 1 runs); not " \
+        "submitted: gpvae-vae (1 runs)" in lines[-1]
+    assert sh("scancel", probe_id).returncode == 0
