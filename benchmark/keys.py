@@ -76,6 +76,9 @@ class RunTask:
     planned_at: float = float("inf")
     # the local launcher (pid, start time): its worker stops when it is gone; None elsewhere
     launcher: tuple[int, int | None] | None = None
+    # --keep-weights: save the trained model's state_dict beside the record (not in the config:
+    # the same run with or without it gives the same result)
+    keep_weights: bool = False
 
     @property
     def store(self) -> ResultsStore:
