@@ -18,13 +18,14 @@ if TYPE_CHECKING:
 
 
 def build_model(method: str, params: Mapping, *, settings: DatasetSettings, image_shape,
-                likelihood: str, latent_dim: int, num_train: int, seed: int):
+                likelihood: str | torch.nn.Module, latent_dim: int, num_train: int, seed: int):
     """(model, likelihood): `method` with `params` on the networks `settings` give for
-    `image_shape`, its likelihood named `likelihood` (with the column's sigma_x), built right after
+    `image_shape`, its likelihood named `likelihood` (with the column's sigma_x; or a likelihood
+    module to share, e.g. a fitted run's), built right after
     torch.manual_seed(`seed`) (the shared parts, decoder and base encoder, then draw from their own
     role seeds: methods.base)."""
     net = settings.net_config(image_shape)
-    lik = make_likelihood(likelihood, settings.sigma_x)
+    lik = make_likelihood(likelihood, settings.sigma_x) if isinstance(likelihood, str) else likelihood
     torch.manual_seed(seed)
     model = get_method(method).build(dict(params), net=net, latent_dim=latent_dim, likelihood=lik,
                                      num_train=num_train)

@@ -265,6 +265,13 @@ def md_table(headers: list[str], rows: list[list[str]], colalign=None) -> str:
                     **({"colalign": colalign} if colalign else {}))
 
 
+def md_compact_table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    """A Markdown pipe table without padding; `align` has an l or r per column."""
+    rule = {"l": ":--", "r": "---:"}
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def html_table(headers: list[str], rows: list[list[str]], escape: bool = True,
                css_class: str = "", escape_headers: bool = True) -> str:
     """An HTML table of text cells; `escape=False` for cells that already hold HTML."""

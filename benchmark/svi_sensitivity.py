@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from methods import get_method
-
 from .evaluate import evaluate
+from .factory import build_model
 from .keys import RunKey
 from .profiles import load_profile
+from .render import md_compact_table
 from .run import RunTask, fit, prepare
 from .specs import load_dataset_settings
 from .store import write_json_atomic, write_text_atomic
@@ -86,9 +86,10 @@ def sensitivity(task: RunTask, cache: Path) -> dict:
         for k in STEPS:
             params = dict(k=k, step_size=step, max_grad_norm=clip, clip_scope=scope,
                           parameterisation=param)
-            model = get_method("sa").build(params, net=fitted.model.net_config,
-                                           latent_dim=task.key.dim, likelihood=fitted.likelihood,
-                                           num_train=len(fitted.train_images))
+            model, _ = build_model("sa", params, settings=task.settings,
+                                   image_shape=fitted.model.net_config.image_shape,
+                                   likelihood=fitted.likelihood, latent_dim=task.key.dim,
+                                   num_train=len(fitted.train_images), seed=task.key.init_seed)
             model.load_state_dict(fitted.model.state_dict())  # strict: SA has the VAE's parameters
             model.to(next(fitted.model.parameters()).device)
             start = time.perf_counter()
@@ -102,20 +103,21 @@ def sensitivity(task: RunTask, cache: Path) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    lines = [f"SA's gain over the VAE (test IWAE, K={result['iwae_k']}, "
-             f"{result['test_images']} test images) on one trained VAE ({result['key']}, "
-             f"VAE IWAE {result['vae_iwae']:.1f}); nats",
-             "", "| step | clip | scope | scale | " + " | ".join(f"SA({k})" for k in STEPS) + " |",
-             "|---:|---:|:--|:--|" + "---:|" * len(STEPS)]
+    """The gains as a Markdown table (benchmark.render writes it): a row per setting."""
     by_setting: dict = {}
     for r in result["rows"]:
         setting = (r["step_size"], r["max_grad_norm"], r["clip_scope"], r["parameterisation"])
         by_setting.setdefault(setting, {})[r["k"]] = r["gain"]
-    for (step, clip, scope, param), gains in by_setting.items():
-        cells = " | ".join("unstable" if gains[k] != gains[k] else f"{gains[k]:+.2f}" for k in STEPS)
-        lines.append(f"| {step:g} | {clip if clip is not None else 'none'} | "
-                     f"{scope if clip is not None else '-'} | {param} | {cells} |")
-    return "\n".join(lines) + "\n"
+    rows = [[f"{step:g}", str(clip) if clip is not None else "none",
+             scope if clip is not None else "-", param,
+             *("unstable" if gains[k] != gains[k] else f"{gains[k]:+.2f}" for k in STEPS)]
+            for (step, clip, scope, param), gains in by_setting.items()]
+    title = (f"SA's gain over the VAE (test IWAE, K={result['iwae_k']}, "
+             f"{result['test_images']} test images) on one trained VAE ({result['key']}, "
+             f"VAE IWAE {result['vae_iwae']:.1f}); nats")
+    return title + "\n\n" + md_compact_table(
+        ["step", "clip", "scope", "scale", *(f"SA({k})" for k in STEPS)], rows,
+        "rrll" + "r" * len(STEPS)) + "\n"
 
 
 def main(argv=None) -> int:
