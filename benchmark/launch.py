@@ -28,9 +28,9 @@ from itertools import groupby
 from pathlib import Path
 
 import submitit
-from tqdm import tqdm
 
 from .errors import Unavailable, one_line
+from .progress import RunProgress
 from .run import RunTask, SlurmRun, log_tail, run_one, skipped
 from .store import proc_start
 from .submissions import can_query_queue, note_submitted, slurm_queue_states, submitted_job
@@ -133,14 +133,14 @@ def follow_up(folder: Path, tasks: list[RunTask], record: bool = True) -> tuple[
     return in_flight, ended
 
 
-def _reap(running: list, records: list[dict], bar: tqdm) -> bool:
+def _reap(running: list, records: list[dict], bar: RunProgress) -> bool:
     """Move the finished (job, [task, ...]) pairs of `running` to `records`; whether any had
     finished."""
     finished = [(j, t) for j, t in running if j.done()]
     for job, tasks in finished:
         running.remove((job, tasks))
         records.extend(_outcomes(job, tasks))
-        bar.update(len(tasks))
+        bar.finished(tasks)
     return bool(finished)
 
 
@@ -159,7 +159,7 @@ def _stop_local(job) -> None:
             pass
 
 
-def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]:
+def _bounded(executor, tasks: list[RunTask], jobs: int, bar: RunProgress) -> list[dict]:
     """Keep at most `jobs` submitted at once; submit the next as soon as one finishes. Each worker
     knows this process (pid, start time) and stops when it is gone."""
     me = (os.getpid(), proc_start(os.getpid()))
@@ -169,7 +169,9 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
         while queue or running:
             while queue and len(running) < jobs:
                 task = queue.pop(0)
-                running.append((executor.submit(run_one, task), [task]))
+                job = executor.submit(run_one, task)
+                bar.started(task, job.paths.stdout)
+                running.append((job, [task]))
             if not _reap(running, records, bar):
                 time.sleep(POLL_SECONDS)
     except (KeyboardInterrupt, Unavailable):  # leave no training subprocess behind the user
@@ -179,7 +181,7 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: tqdm) -> list[dict]
     return records
 
 
-def wait_for(submitted: Iterable, bar: tqdm) -> list[dict]:
+def wait_for(submitted: Iterable, bar: RunProgress) -> list[dict]:
     """Wait for submitted (job, [task, ...]) pairs; Slurm jobs keep running if this is
     interrupted."""
     running, records = list(submitted), []
@@ -189,12 +191,13 @@ def wait_for(submitted: Iterable, bar: tqdm) -> list[dict]:
     return records
 
 
-def _debug(tasks: list[RunTask], folder: Path, bar: tqdm) -> list[dict]:
+def _debug(tasks: list[RunTask], folder: Path, bar: RunProgress) -> list[dict]:
     executor = submitit.DebugExecutor(folder)
     records = []
     for task in tasks:
+        bar.started(task)  # its log lines go to this console
         records.append(_stop_on(executor.submit(run_one, task).result()))  # failures are recorded
-        bar.update(1)
+        bar.finished([task])
     return records
 
 
@@ -312,8 +315,11 @@ def launch(
     timeout_min: int = 24 * 60,
     cluster_profile=None,
     wait: bool = True,
+    progress: RunProgress | None = None,
 ) -> list[dict]:
-    """Run `tasks` and return their records (failed ones included); [] if none or not waiting."""
+    """Run `tasks` and return their records (failed ones included); [] if none or not waiting.
+    `progress` (benchmark.progress) hears each run start (with its log) and finish: the console's
+    bar and ETA; by default a bar without an estimate."""
     if launcher not in LAUNCHERS:
         raise LauncherError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
     if not tasks:
@@ -323,9 +329,9 @@ def launch(
         submitted = submit_slurm(tasks, folder, cluster_profile)
         if not wait:
             return []
-        with tqdm(total=len(tasks), desc="runs", unit="run") as bar:
+        with progress or RunProgress(tasks) as bar:
             return wait_for([pair for _, pairs in submitted for pair in pairs], bar)
-    with tqdm(total=len(tasks), desc="runs", unit="run") as bar:
+    with progress or RunProgress(tasks) as bar:
         if launcher == "debug":
             return _debug(tasks, folder, bar)
         executor = submitit.LocalExecutor(folder)

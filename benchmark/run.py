@@ -170,7 +170,11 @@ def train_and_evaluate(task: RunTask) -> dict:
     train_mean = fitted.to_input(fitted.train_images).mean(0)
     floor = mean_image_log_likelihood(fitted.likelihood, train_mean, fitted.test_images,
                                       prof.eval_batch_size, fitted.to_input)
+    kept = {}
+    if task.keep_weights:  # the weights evaluated above (the best validation epoch's)
+        kept["weights_file"] = str(task.store.save_weights(task.key, fitted.model.state_dict()))
     return {
+        **kept,
         "metrics": {
             "val_iwae": val["iwae"], "val_elbo": val["elbo"],
             "test_iwae": test["iwae"], "test_elbo": test["elbo"],

@@ -225,7 +225,7 @@ def _parse_key(data) -> RunKey:
 # fields beyond the typed ones that a record may hold, with their types when present
 _OPTIONAL_FIELDS = {"config": "dict", "seeds": "dict", "provenance": "dict", "history": "list",
                     "diagnostics": "dict", "sizes": "dict", "slurm": "dict", "traceback": "str",
-                    "log_tail": "str"}
+                    "log_tail": "str", "weights_file": "str"}
 STATUSES = ("ok", "failed")
 
 
@@ -522,6 +522,11 @@ class ResultsStore:
     def checkpoint_path(self, key: RunKey) -> Path:
         return self.record_path(key).with_suffix(".ckpt")
 
+    def weights_path(self, key: RunKey) -> Path:
+        """The trained model's state_dict (--keep-weights): `torch.load` it into the model that
+        benchmark.factory.build_model makes for the record's method, params and dim."""
+        return self.record_path(key).with_suffix(".pt")
+
     def claim_path(self, key: RunKey) -> Path:
         return self.record_path(key).with_suffix(".claim")
 
@@ -607,11 +612,20 @@ class ResultsStore:
             os.replace(path, target)
         except FileNotFoundError:
             return None
+        weights = self.weights_path(key)  # --keep-weights: they go with their record
+        if weights.exists():
+            os.replace(weights, weights.with_name(f"{weights.name}.{reason}{n or ''}"))
         return target
 
-    # ---- checkpoints
+    # ---- checkpoints and weights
     def remove_checkpoint(self, key: RunKey) -> None:
         self.checkpoint_path(key).unlink(missing_ok=True)
+
+    def save_weights(self, key: RunKey, state_dict: dict) -> Path:
+        """Write a run's final weights atomically beside its record; their path."""
+        path = self.weights_path(key)
+        save_checkpoint(path, state_dict)
+        return path
 
     # ---- claims
     def claim_info(self, key: RunKey) -> ClaimInfo | None:

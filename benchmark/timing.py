@@ -9,13 +9,13 @@ A pass over the batches is timed with torch.utils.benchmark.Timer (`repeats` pas
 of a pass's time divided by the number of batches. Raw figures go to
 RESULTS/runs/PROFILE/TABLE/timings.json ("ms_per_batch": the cells; "ms_per_pass": each
 pass's ms per batch, which benchmark.claims tests timing claims on), the table to
-RESULTS/tables/TABLE.{md,tex,html} (written by benchmark.render, like every table).
+RESULTS/tables/TABLE.{md,tex,html} (written by benchmark.render, like every table). The sequence
+(plan the cells, measure, record, render) is benchmark.pipeline's, as for every table.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,10 +23,9 @@ import torch
 
 from . import datasets
 from .factory import build_model
-from .index_page import write_index
 from .render import DATASET_LABELS, timing_tables
 from .specs import load_dataset_settings
-from .store import ResultsStore, write_json_atomic, write_text_atomic
+from .store import write_json_atomic
 
 log = logging.getLogger("gpvae_bench")
 TIMING_METRICS = ("inference_ms",)
@@ -97,28 +96,17 @@ def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
     return timing_tables(spec, rows, columns, times, missing, caption)
 
 
-def run_timing_table(spec, profile, args, device: str, methods, requested, dims) -> int:
-    """What `reproduce.py --table N` does for a timing table; returns the exit code."""
+def caption(spec, profile, rows, sizes, device) -> str:
+    """What the table's numbers are and how they were measured, on this machine."""
     from .speed import device_name  # speed imports torch.utils.benchmark: only when timing
 
-    rows = [r for r in spec.rows if r.has_plugin and r.selected_by(methods)]
-    datasets_ = [ds for ds in spec.datasets if requested is None or ds in requested]
-    dims = sorted(dims) if dims else list(spec.dims)
-    if args.dry_run:
-        for ds in datasets_:
-            for dim in dims:
-                print(f"  would time {', '.join(r.label for r in rows)} on {ds} d={dim}")
-        return 0
     dev = torch.device(device)
-    times, missing, sizes, passes = measure(spec, profile, data_root=args.data_root, device=dev,
-                                            download=args.download, rows=rows,
-                                            datasets_=datasets_, dims=dims, requested=requested)
     shapes = ", ".join(f"{DATASET_LABELS.get(ds, ds)} {n} x {b}"
                        for ds, (n, b) in {ds: s for (ds, _), s in sizes.items()}.items())
     test_cap = (f"the profile caps the test set at its first {profile.test_size} images"
                 if profile.test_size else "the full test set")
     threads = torch.get_num_threads()
-    caption = (
+    return (
         f"Profile '{profile.name}': per-batch time of inference (q(z|x)'s parameters and one "
         f"sample; for semi-amortized methods including their test-time SVI steps) in ms, averaged "
         f"over the test batches (batches x images: {shapes}; {test_cap}; a partial last batch is "
@@ -130,22 +118,14 @@ def run_timing_table(spec, profile, args, device: str, methods, requested, dims)
         f"Ratios are to {rows[0].label if rows else 'the first row'}. "
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
     )
-    columns = [(ds, dim) for ds in datasets_ for dim in dims]
-    out = Path(args.results_dir)
-    write_json_atomic(ResultsStore(out).timings_path(profile.name, spec.name), {
-        "caption": caption, "missing": missing,
+
+
+def save(path: Path, caption_text: str, times, missing, sizes, passes) -> Path:
+    """The table's record: RESULTS/runs/PROFILE/TABLE/timings.json (see the module docstring)."""
+    write_json_atomic(path, {
+        "caption": caption_text, "missing": missing,
         "ms_per_batch": {f"{ds}/d{dim}": cells for (ds, dim), cells in times.items()},
         "ms_per_pass": {f"{ds}/d{dim}": cells for (ds, dim), cells in passes.items()},
         "batches": {f"{ds}/d{dim}": list(s) for (ds, dim), s in sizes.items()},
     })
-    texts = render(spec, rows, columns, times, missing, caption)
-    tables = ResultsStore(out).tables_dir()
-    tables.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for suffix, text in texts.items():
-        paths.append(tables / f"{spec.name}.{suffix}")
-        write_text_atomic(paths[-1], text)
-    paths.append(write_index(out))
-    print(texts["md"])
-    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
-    return 0
+    return path

@@ -468,7 +468,7 @@ def test_reruns_keep_their_promise(capsys, tmp_path, monkeypatch, tiny_mnist):
     VAE's numbers in the table; --collect keeps the '(data missing)' reason."""
     monkeypatch.setattr(run_module, "train_and_evaluate", fake_train_and_evaluate)
     cmd = ["--table", "1", "--profile", "smoke", "--dims", "10", "--methods", "vae",
-           "--launcher", "debug", "-q", "--data-root", str(tiny_mnist),
+           "--launcher", "debug", "--data-root", str(tiny_mnist),  # not -q: "trained 2 runs" is said
            "--results-dir", str(tmp_path)]
     table = tmp_path / "tables" / "table1.md"
 

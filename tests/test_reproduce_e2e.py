@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def smoke_args(root, results, *extra):
     return ["--table", "1", "--profile", "smoke", "--data-root", str(root), "--results-dir",
             str(results), "--launcher", "debug", "--datasets", "mnist", "--dims", "10", "--device", "cpu",
-            "--threads", "1", "-q", *extra]
+            "--threads", "1", *extra]  # not -q: the tests read the plan summary on stderr
 
 # Reruns with the same seeds differ only in floating-point summation order (thread count, kernels),
 # which after 256 Adam steps moves the test log-likelihood by well under a nat (0.2 nats seen with
@@ -84,6 +84,15 @@ def test_second_invocation_trains_nothing(smoke_run, mnist_root, capsys):
     assert {p: p.stat().st_mtime_ns for p in records(results)} == before
 
 
+def test_quiet_says_nothing_but_warnings_and_errors(smoke_run, mnist_root, capsys):
+    """-q: a rerun that has nothing to do prints the table (what was asked for) and nothing on
+    stderr: no plan summary, progress or file list."""
+    _, results = smoke_run
+    assert main(smoke_args(mnist_root, results, "--methods", "vae,gpvae", "-q")) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "| VAE " in out
+
+
 def test_truncated_record_is_detected_and_redone(smoke_run, mnist_root, capsys):
     _, results = smoke_run
     victim = records(results)[0]
@@ -123,6 +132,8 @@ def test_local_subprocess_launcher_matches_debug(smoke_run, mnist_root, tmp_path
                                                             abs=RERUN_TOLERANCE)
         assert rec["log_file"] and Path(rec["log_file"]).exists()
         assert "epoch 4/4" in Path(rec["log_file"]).read_text()  # per-epoch log lines
+        # the console named the log when the run started
+        assert f"start {rec['key']['table']}/" in proc.stderr and rec["log_file"] in proc.stderr
 
 
 def test_vae_beats_mean_image_floor(real_mnist_root, smoke_run):

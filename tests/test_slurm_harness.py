@@ -68,7 +68,7 @@ def args_for(mnist_root, results, launcher, *extra, table="1", profile="smoke", 
     cluster = ["--cluster", str(cluster)] if launcher == "slurm" else []
     return ["--table", str(table), "--profile", str(profile), "--data-root", str(mnist_root),
             "--results-dir", str(results), "--launcher", launcher, *cluster, "--datasets", "mnist",
-            "--dims", "10", "--device", "cpu", "-q", *extra]
+            "--dims", "10", "--device", "cpu", *extra]  # not -q: the tests read the plan's lines
 
 
 def submitted_arrays(out: str) -> list[tuple[str, str, int]]:
