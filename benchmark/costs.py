@@ -11,11 +11,12 @@ A run's seconds on one thread come from, in this order:
 
 A run is epochs x training images x seconds per image-epoch + (validation + test images) x IWAE K x
 seconds per image-sample: all epochs, so early stopping (`patience`) can only make it shorter. The
-sweep's wall time is the sum over runs divided by the runs that train at once (min(--jobs, cores)).
+sweep's wall time: the runs in order, each started when one of min(--jobs, cores) slots comes free.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 from dataclasses import dataclass
@@ -57,7 +58,12 @@ class SweepEstimate:
 
     @property
     def wall_seconds(self) -> float:
-        return sum(self.known) / max(1, self.workers)
+        """The runs in order, each started on the first of `workers` slots to come free (as the
+        local launcher does)."""
+        slots = [0.0] * max(1, self.workers)
+        for seconds in self.known:
+            heapq.heappush(slots, heapq.heappop(slots) + seconds)
+        return max(slots)
 
     def how(self) -> str:
         """One line on what the estimate rests on."""
