@@ -253,7 +253,7 @@ def test_compare_paper_command_on_synthetic_records(tmp_path, capsys):
     for ln in stats_rows:
         fields = [f.strip() for f in ln.strip("|").split("|")]
         assert fields[1:3] == ["22", "1.00"]  # our means are the paper's shifted: same ranking
-    assert "OMNIGLOT" in md and "not run (not selected)" in md
+    assert "OMNIGLOT" in md and "not run (data missing)" in md  # no OMNIGLOT under the data root
     index = (tables / "index.html").read_text()
     assert "table1_vs_paper" in index and "ours vs the paper" in index
 
