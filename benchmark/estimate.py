@@ -1,24 +1,38 @@
-"""How long runs take, estimated before a sweep is submitted (`--dry-run --launcher slurm`).
+"""The cost model: how long runs take, estimated before a sweep starts (`--dry-run`, local or
+`--launcher slurm`) and while it runs (the console's ETA, benchmark.progress).
 
-Per run: epochs x training images x seconds per image-epoch, plus evaluation (validation and test
-images x IWAE samples x seconds per image-sample). The per-image costs come from, in this order:
+A run is epochs x training images x seconds per image-epoch + (validation + test images) x IWAE K
+x seconds per image-sample: all epochs, so early stopping (`patience`) can only make it shorter.
+The per-image costs come from, in this order:
 
-1. measured: the records under the results folder of the same method and variant on the same
-   dataset (same latent size when there are any, else any), preferring records made on the device
-   type the jobs will use: each record's `history` holds every epoch's seconds and `sizes` its
-   training images, `metrics.eval_seconds` its evaluation time;
-2. for a GPU job without such records: the paper's Table 3 (ms per test batch of 128 at dim 50, on
-   an RTX 2080 Ti), a training step taken as 3 forward passes (forward + backward), evaluation as
-   K forward passes per image; rows the paper did not time take a stand-in (hf = iaf of the same
-   k, me/rme with m components = m x vae);
+1. measured: the finished records under the results folder of the same method and variant on the
+   same dataset (the same latent size when there are any, else any), made on the device type the
+   run will use: each record's `history` holds every epoch's seconds and `sizes` its training
+   images, `metrics.eval_seconds` its evaluation time;
+2. else a fallback for that device type:
+   - CPU: FALLBACK_* below, per-image costs measured on this project's 2-core VM (AMD EPYC, torch
+     2.14.1, one thread, MNIST's CNN with h=256, batch 64), scaled to the run's variant, latent
+     size, network, image size and profile. Rough (within about 2x): they say whether a sweep
+     takes minutes, hours or days, not to the minute. Where each figure comes from is said beside
+     it: README, "The claims profile" and "Performance" (`python -m benchmark.speed --train`), and
+     the `claims` records of Table 1;
+   - GPU: the paper's Table 3 (ms per test batch of 128 at dim 50, on an RTX 2080 Ti,
+     benchmark/paper/table3.yaml), a training step taken as 3 forward passes (forward + backward),
+     evaluation as K forward passes per image; rows the paper did not time take a stand-in (hf =
+     iaf of the same k, me/rme with m components = m x vae);
 3. measured records made on the other device type (said so: a CPU time is no GPU time).
 
-Every figure is an upper bound in epochs (early stopping, `patience`, may end a run sooner).
+A sweep: locally, the runs in order, each started when one of min(--jobs, cores) slots comes free,
+as the local launcher does (one slot on a GPU); on Slurm, per job of packed runs from "fully
+overlapping" (its longest run) to "back to back" (their sum), and in total jobs x GPUs x job time.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import os
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +44,44 @@ from .keys import RunTask
 FULL_SIZES = {"mnist": (54000, 16000), "binarized_mnist": (50000, 20000),
               "omniglot": (21911, 10504), "svhn": (65932, 33357), "cifar10": (45000, 15000),
               "celeba": (162080, 40519)}
+
+# ---- GPU fallback: the paper's Table 3 (benchmark/paper/table3.yaml)
 TABLE3_BATCH = 128
 TRAIN_STEP_FORWARDS = 3  # a training step: forward + backward, about 3 forward passes
+
+# ---- CPU fallback: measured on the 2-core VM, one thread (README, "The claims profile",
+# "Performance")
+# ms per training image per epoch (forward, backward, Adam, the epoch's validation ELBO) of each
+# family's first variant, MNIST CNN h=256, batch 64, d=10 (claims-b64 and claims records, quiet VM)
+FALLBACK_TRAIN_MS = {"vae": 0.38, "gpvae": 0.89, "hf": 0.41, "iaf": 0.43, "me": 1.10, "rme": 0.65,
+                     "sa": 1.10}
+FALLBACK_FIRST_VARIANT = {"hf": 1, "iaf": 1, "sa": 1, "me": 2, "rme": 2}  # what the ms above timed
+GPVAE_MS_PER_DIM = 0.0228  # GPVAE's cost grows with d: 0.89 ms at d=10, 1.80 at d=50 (claims)
+VLAE_RATIO = 140.0  # a VLAE step is ~140 VAE steps on a CPU (speed --train, d=50: 10988 / 78.6 ms)
+FALLBACK_EVAL_MS = 0.175  # ms per evaluated image per IWAE sample (val + test), any method but VLAE
+VLAE_EVAL_RATIO = 8.0  # VLAE(2): 218 s of evaluation for 1,500 images x K=100
+# other networks than MNIST's CNN: FC (Table 4's column, h=500) per step at batch 32 against CNN:
+# VAE 6.3 / 22.3 ms, GPVAE 566 / 130 ms (its 2 d h^2 covariance parameters dominate)
+FC_RATIO = {"gpvae": 4.35}
+FC_RATIO_OTHERS = 0.28
+MNIST_PIXELS = 28 * 28  # not measured on larger images: scaled by pixels (SVHN, CIFAR-10, CelebA)
+PIXELS = {"svhn": 32 * 32 * 3, "cifar10": 32 * 32 * 3, "celeba": 64 * 64 * 3}
+
+CPU_FALLBACK = ("the fallback table of per-epoch costs measured on the 2-core VM "
+                "(benchmark/estimate.py)")
 
 
 @dataclass(frozen=True)
 class RunEstimate:
     seconds: float | None
-    source: str  # how: "3 records on cpu", "paper Table 3 (RTX 2080 Ti)", "no measurement"
+    source: str  # how: "3 records on cpu", "paper Table 3 on an RTX 2080 Ti", CPU_FALLBACK, ...
 
 
-def _sizes(task: RunTask) -> tuple[int, int]:
+# ------------------------------------------------------------------ one run
+
+
+def sizes(task: RunTask) -> tuple[int, int]:
+    """(training images, evaluated images: validation + test) of one run of `task`."""
     prof = task.profile
     train, evaluated = FULL_SIZES.get(task.key.dataset, (50000, 15000))
     val_test = (prof.val_size or evaluated // 2) + (prof.test_size or evaluated - evaluated // 2)
@@ -48,7 +89,7 @@ def _sizes(task: RunTask) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class _Measured:
+class MeasuredCost:
     method: str
     variant: str
     dataset: str
@@ -58,25 +99,27 @@ class _Measured:
     eval_s_per_image_sample: float | None
 
 
-def measured_costs(results_dir: str | Path) -> list[_Measured]:
+def measured_costs(results_dir: str | Path) -> list[MeasuredCost]:
     """Per-image costs of every finished record under `results_dir` that has a history."""
+    from .store import ResultsStore
+
     out = []
-    for path in sorted((Path(results_dir) / "runs").rglob("*.json")):
+    for path in ResultsStore(results_dir).record_paths():
         try:
             rec = json.loads(path.read_text())
             if rec.get("status") != "ok":
                 continue
-            key, sizes, hist = rec["key"], rec["sizes"], rec["history"]
+            key, run_sizes, hist = rec["key"], rec["sizes"], rec["history"]
             epochs = [h["seconds"] for h in hist if isinstance(h.get("seconds"), int | float)]
-            if not epochs or not sizes.get("train"):
+            if not epochs or not run_sizes.get("train"):
                 continue
             k = rec["config"]["profile"]["iwae_k"]
             ev = rec["metrics"].get("eval_seconds")
-            n_eval = (sizes.get("val") or 0) + (sizes.get("test") or 0)
-            out.append(_Measured(
+            n_eval = (run_sizes.get("val") or 0) + (run_sizes.get("test") or 0)
+            out.append(MeasuredCost(
                 key["method"], key["variant"], key["dataset"], int(key["dim"]),
                 str(rec.get("provenance", {}).get("device", "cpu")).split(":")[0],
-                statistics.mean(epochs) / sizes["train"],
+                statistics.mean(epochs) / run_sizes["train"],
                 ev / (n_eval * k) if ev and n_eval and k else None))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
             continue
@@ -101,29 +144,171 @@ def _table3_ms(method: str, variant: str, dataset: str) -> tuple[float, str] | N
     return None
 
 
-def estimate_run(task: RunTask, gpu: bool, costs: list[_Measured]) -> RunEstimate:
-    """Seconds one run of `task` takes on a job with (`gpu`) or without a GPU, and how estimated."""
+def table3_seconds(task: RunTask) -> RunEstimate | None:
+    """One run's seconds on a GPU from the paper's Table 3; None for a row it has no stand-in for."""
     key, prof = task.key, task.profile
-    n_train, n_eval = _sizes(task)
-    want = "cuda" if gpu else "cpu"
+    t3 = _table3_ms(key.method, key.variant, key.dataset)
+    if t3 is None:
+        return None
+    ms, note = t3
+    n_train, n_eval = sizes(task)
+    seconds = (prof.epochs * n_train / TABLE3_BATCH * TRAIN_STEP_FORWARDS * ms / 1000
+               + n_eval * prof.iwae_k / TABLE3_BATCH * ms / 1000)
+    return RunEstimate(seconds, f"paper Table 3 on an RTX 2080 Ti{note}")
+
+
+def _number(variant: str) -> int | None:
+    match = re.search(r"(\d+)$", variant)
+    return int(match.group(1)) if match else None
+
+
+def fallback_seconds(task: RunTask) -> float | None:
+    """One run's seconds on one CPU thread from FALLBACK_*; None for a method it has no figure
+    for."""
+    key, prof = task.key, task.profile
+    vae = FALLBACK_TRAIN_MS["vae"]
+    if key.method == "vlae":
+        train_ms, eval_ms = VLAE_RATIO * vae, VLAE_EVAL_RATIO * FALLBACK_EVAL_MS
+    elif key.method in FALLBACK_TRAIN_MS:
+        train_ms, eval_ms = FALLBACK_TRAIN_MS[key.method], FALLBACK_EVAL_MS
+        first, n = FALLBACK_FIRST_VARIANT.get(key.method), _number(key.variant)
+        if first and n:  # more flow steps / SVI steps / components: sub-linear (README, Table 4)
+            train_ms = vae + (train_ms - vae) * (n / first) ** 0.5
+        if key.method == "gpvae":
+            train_ms += GPVAE_MS_PER_DIM * (key.dim - 10)
+    else:
+        return None
+    if task.settings.network == "fc":
+        train_ms *= FC_RATIO.get(key.method, FC_RATIO_OTHERS)
+    scale = PIXELS.get(task.data_name, MNIST_PIXELS) / MNIST_PIXELS
+    n_train, n_eval = sizes(task)
+    return scale * (prof.epochs * n_train * train_ms + n_eval * prof.iwae_k * eval_ms) / 1000
+
+
+def _from_records(task: RunTask, pool: list[MeasuredCost], gpu: bool) -> RunEstimate:
+    prof = task.profile
+    n_train, n_eval = sizes(task)
+    train = statistics.median(c.train_s_per_image_epoch for c in pool)
+    evals = [c.eval_s_per_image_sample for c in pool if c.eval_s_per_image_sample]
+    ev = statistics.median(evals) * n_eval * prof.iwae_k if evals else 0.0
+    devices = "/".join(sorted({c.device for c in pool}))
+    caveat = ""
+    if gpu and "cuda" not in devices:
+        caveat = " (measured without a GPU: an upper bound for a GPU)"
+    elif not gpu and "cpu" not in devices:
+        caveat = " (measured on a GPU: a lower bound for a CPU)"
+    return RunEstimate(prof.epochs * n_train * train + ev,
+                       f"{len(pool)} record{'s' if len(pool) > 1 else ''} on {devices}{caveat}")
+
+
+def estimate_run(task: RunTask, gpu: bool, costs: list[MeasuredCost]) -> RunEstimate:
+    """Seconds one run of `task` takes on a job with (`gpu`) or without a GPU (one thread), and how
+    estimated: records on that device, else its fallback (Table 3 / the CPU table), else records
+    on the other device."""
+    key = task.key
     same = [c for c in costs if (c.method, c.variant, c.dataset) == (key.method, key.variant, key.dataset)]
     same = [c for c in same if c.dim == key.dim] or same
-    for device in (want, None):
-        if device is None and gpu and (t3 := _table3_ms(key.method, key.variant, key.dataset)):
-            ms, note = t3
-            step_s = TRAIN_STEP_FORWARDS * ms / 1000
-            seconds = (prof.epochs * n_train / TABLE3_BATCH * step_s
-                       + n_eval * prof.iwae_k / TABLE3_BATCH * ms / 1000)
-            return RunEstimate(seconds, f"paper Table 3 on an RTX 2080 Ti{note}")
-        pool = [c for c in same if device is None or c.device == device]
-        if not pool:
-            continue
-        train = statistics.median(c.train_s_per_image_epoch for c in pool)
-        evals = [c.eval_s_per_image_sample for c in pool if c.eval_s_per_image_sample]
-        ev = statistics.median(evals) * n_eval * prof.iwae_k if evals else 0.0
-        devices = "/".join(sorted({c.device for c in pool}))
-        caveat = (" (measured without a GPU: an upper bound for a GPU)"
-                  if gpu and "cuda" not in devices else "")
-        return RunEstimate(prof.epochs * n_train * train + ev,
-                           f"{len(pool)} record{'s' if len(pool) > 1 else ''} on {devices}{caveat}")
-    return RunEstimate(None, "no measurement (no record of this method on this dataset)")
+    want = "cuda" if gpu else "cpu"
+    if pool := [c for c in same if c.device == want]:
+        return _from_records(task, pool, gpu)
+    if gpu and (t3 := table3_seconds(task)) is not None:
+        return t3
+    if not gpu and (seconds := fallback_seconds(task)) is not None:
+        return RunEstimate(seconds, CPU_FALLBACK)
+    if same:
+        return _from_records(task, same, gpu)
+    return RunEstimate(None, "no measurement on a GPU" if gpu else
+                       "no measurement (no record and no fallback figure for this method)")
+
+
+# ------------------------------------------------------------------ a sweep
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """A local sweep: every run's estimate and how many train at once."""
+    runs: dict  # RunKey -> RunEstimate
+    workers: int  # runs that train at once
+
+    @property
+    def known(self) -> list[float]:
+        return [c.seconds for c in self.runs.values() if c.seconds is not None]
+
+    @property
+    def wall_seconds(self) -> float:
+        """The runs in order, each started on the first of `workers` slots to come free (as the
+        local launcher does)."""
+        slots = [0.0] * max(1, self.workers)
+        for seconds in self.known:
+            heapq.heappush(slots, heapq.heappop(slots) + seconds)
+        return max(slots)
+
+    def how(self) -> str:
+        """One line on what the estimate rests on."""
+        counts: dict[str, int] = {}
+        for cost in self.runs.values():
+            kind = "records" if "record" in cost.source else cost.source
+            counts[kind] = counts.get(kind, 0) + 1
+        records = "measured records under the results folder"
+        parts = [f"{n} run{'s' if n > 1 else ''} from {records if k == 'records' else k}"
+                 for k, n in sorted(counts.items())]
+        return ("; ".join(parts) + f"; each run at one thread's speed, {self.workers} at once "
+                "(min(--jobs, cores); a run given several threads may go faster); all epochs, "
+                "so early stopping can only make it shorter")
+
+
+def estimate_sweep(tasks: list[RunTask], results_dir, *, jobs: int = 1, gpu: bool = False,
+                   costs: list[MeasuredCost] | None = None) -> SweepEstimate:
+    """A local sweep of `tasks`: seconds per run and min(`jobs`, cores) slots (one on a GPU)."""
+    costs = measured_costs(results_dir) if costs is None else costs
+    runs = {task.key: estimate_run(task, gpu, costs) for task in tasks}
+    workers = 1 if gpu else min(max(1, jobs), os.cpu_count() or 1)
+    return SweepEstimate(runs, workers)
+
+
+@dataclass(frozen=True)
+class ArrayEstimate:
+    """A Slurm job array: every run's estimate and, per job (a pack of runs), its time from fully
+    overlapping runs (the longest) to back to back (their sum); None where a run has none."""
+    runs: dict  # RunKey -> RunEstimate
+    packs: list  # list of lists of RunTask: one per job
+    gpus: int  # per job
+
+    @property
+    def unknown(self) -> int:
+        return sum(e.seconds is None for e in self.runs.values())
+
+    @property
+    def job_seconds(self) -> tuple[list[float], list[float]] | None:
+        """(per job: its runs fully overlapping, per job: back to back), or None."""
+        if self.unknown:
+            return None
+        lows = [max(self.runs[t.key].seconds for t in pack) for pack in self.packs]
+        highs = [sum(self.runs[t.key].seconds for t in pack) for pack in self.packs]
+        return lows, highs
+
+    @property
+    def hours(self) -> tuple[float, float]:
+        """(low, high) jobs x GPUs (1 without) x job time, in hours; 0 without an estimate."""
+        spans = self.job_seconds
+        if spans is None:
+            return 0.0, 0.0
+        scale = self.gpus or 1
+        return scale * sum(spans[0]) / 3600, scale * sum(spans[1]) / 3600
+
+
+def estimate_array(packs, gpus: int, costs: list[MeasuredCost]) -> ArrayEstimate:
+    """One Slurm job array's jobs (`packs`: the runs of each job) with `gpus` GPUs per job."""
+    runs = {t.key: estimate_run(t, bool(gpus), costs) for pack in packs for t in pack}
+    return ArrayEstimate(runs, [list(p) for p in packs], gpus)
+
+
+def duration(seconds: float) -> str:
+    """'40 s', '12 min', '3.5 h', '4.2 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -398,7 +398,7 @@ def _announce(sweep: Sweep, plan: Plan, pending) -> None:
 
 def launch_runs(sweep: Sweep, pending, cluster) -> list[dict] | None:
     """Train `pending` with the request's launcher, the console showing an ETA from estimated
-    per-run costs (benchmark.costs) refined by the first finished runs; their records, or None
+    per-run costs (benchmark.estimate) refined by the first finished runs; their records, or None
     when they went to Slurm without waiting."""
     from .launch import launch
     from .progress import RunProgress
@@ -410,7 +410,7 @@ def launch_runs(sweep: Sweep, pending, cluster) -> list[dict] | None:
         pending = [dataclasses.replace(t, keep_weights=True) for t in pending]
     progress = None
     if r.launcher != "slurm":
-        from .costs import estimate_sweep
+        from .estimate import estimate_sweep
 
         est = estimate_sweep(pending, r.results_dir, jobs=r.jobs,
                              gpu=sweep.device.startswith("cuda"))
@@ -557,7 +557,7 @@ def _show(sweep: Sweep, data, report) -> None:
 
 
 def dry_run_report(sweep: Sweep, plan: Plan, pending, in_flight: dict, cluster) -> str:
-    """What would run, how long it would take here (benchmark.costs), which columns lack data, and
+    """What would run, how long it would take here (benchmark.estimate), which columns lack data, and
     under Slurm what would be submitted (slurm_dry_run: the Slurm launcher's lines)."""
     r = sweep.request
     lines = [f"  would run {t.key} ({plan.states[t.key]})" for t in pending]
@@ -597,7 +597,7 @@ def data_lines(plan: Plan, data_root: str, download: bool) -> list[str]:
 def estimate_lines(sweep: Sweep, pending, skipped: int = 0) -> list[str]:
     """The sweep's time on this machine and how it was estimated (`skipped`: runs left out, their
     data missing)."""
-    from .costs import duration, estimate_sweep
+    from .estimate import duration, estimate_sweep
 
     r = sweep.request
     est = estimate_sweep(pending, r.results_dir, jobs=r.jobs, gpu=sweep.device.startswith("cuda"))
@@ -630,7 +630,7 @@ def slurm_dry_run(pending, folder: Path, cluster, *, device: str, data_root: str
     device its runs will use, a time estimate against its time limit and its #SBATCH lines; the
     sweep's cap, GPU-hours, and whether the data is where the jobs will look."""
     from .cluster import expected_device, max_array_size
-    from .estimate import estimate_run, measured_costs
+    from .estimate import estimate_array, measured_costs
     from .launch import slurm_arrays
 
     size, size_from = max_array_size(cluster)
@@ -662,14 +662,14 @@ def slurm_dry_run(pending, folder: Path, cluster, *, device: str, data_root: str
         lines.append(f"  array {array.name}: {len(array.tasks)} runs in {len(array.packs)} jobs "
                      f"({array.runs_per_task} runs per job: {array.packing}){cap}{after}")
         lines.append(f"    device: {expected_device(device, cluster, array.method)}")
-        estimates = {t.key: estimate_run(t, bool(gpus), costs) for t in array.tasks}
-        if any(e.seconds is None for e in estimates.values()):
-            unknown += sum(e.seconds is None for e in estimates.values())
+        est = estimate_array(array.packs, gpus, costs)
+        estimates = est.runs
+        if est.job_seconds is None:
+            unknown += est.unknown
             why = next(e.source for e in estimates.values() if e.seconds is None)
             lines.append(f"    estimate: none for some runs ({why})")
         else:
-            lows = [max(estimates[t.key].seconds for t in pack) for pack in array.packs]
-            highs = [sum(estimates[t.key].seconds for t in pack) for pack in array.packs]
+            lows, highs = est.job_seconds
             per_run = [e.seconds for e in estimates.values()]
             sources = sorted({e.source.split(" (")[0] for e in estimates.values()})
             notes = sorted({e.source.split(" (", 1)[1].rstrip(")") for e in estimates.values()
@@ -685,15 +685,15 @@ def slurm_dry_run(pending, folder: Path, cluster, *, device: str, data_root: str
             lines.append(f"    estimate: {_minutes(min(per_run))}-{_minutes(max(per_run))} per run "
                          f"({'; '.join(sources)}); a job {_minutes(max(lows))} (its runs fully "
                          f"overlapping) to {_minutes(max(highs))} (back to back); {verdict}")
-            scale = gpus or 1
-            total_low += scale * sum(lows)
-            total_high += scale * sum(highs)
+            low, high = est.hours
+            total_low += low
+            total_high += high
         lines += [f"    {line}" for line in array.directives]
         lines += [f"    setup: {line}" for line in res.get("setup", [])]
     unit = "GPU-hours" if any(cluster.resources(a.method).get("gpus_per_node") for a in arrays) \
         else "job-hours (no GPU asked for)"
     missing = f"; {unknown} runs without an estimate left out" if unknown else ""
-    lines.append(f"  estimate: {total_low / 3600:.0f}-{total_high / 3600:.0f} {unit} (jobs x GPUs x "
+    lines.append(f"  estimate: {total_low:.0f}-{total_high:.0f} {unit} (jobs x GPUs x "
                  "job time; packed runs fully overlapping to back to back; all epochs, early "
                  f"stopping ends runs sooner{missing}; see benchmark/estimate.py)")
     return "\n".join(lines)

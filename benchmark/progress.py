@@ -1,7 +1,7 @@
 """The console while runs train: a bar over the sweep's estimated work with an ETA, and each run's
 log path as it starts. The launcher (benchmark.launch) calls `started` and `finished`.
 
-The bar counts runs, but fills by each run's estimated seconds (benchmark.costs), so a finished
+The bar counts runs, but fills by each run's estimated seconds (benchmark.estimate), so a finished
 GPVAE run moves it further than a VAE run. Until a run finishes the remaining time is the
 estimate; after that it is the estimate of the runs left scaled by how long the finished ones
 really took against their estimates (tqdm's rate), i.e. measured on this machine in this sweep.
@@ -15,7 +15,7 @@ import time
 
 from tqdm import tqdm
 
-from .costs import duration
+from .estimate import duration
 
 log = logging.getLogger("gpvae_bench")
 

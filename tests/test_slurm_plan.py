@@ -241,6 +241,35 @@ def test_dry_run_says_device_jobs_estimate_and_data(capsys, mnist_root, tmp_path
     assert "Slurm's default MaxArraySize (scontrol not available)" in out
 
 
+def test_one_cost_model_for_local_and_slurm(mnist_root, tmp_path):
+    """benchmark.estimate: records on the run's device first, else the CPU table (CPU) or Table 3
+    (GPU), else records on the other device; local sweeps on slots, Slurm as jobs x GPUs."""
+    from benchmark import estimate
+
+    vae, gpvae = [t for t in smoke_tasks(mnist_root, tmp_path) if t.key.split == 0]
+    cpu = estimate.estimate_run(vae, False, [])
+    assert cpu.source == estimate.CPU_FALLBACK and cpu.seconds == estimate.fallback_seconds(vae) > 0
+    gpu = estimate.estimate_run(vae, True, [])
+    assert gpu.source.startswith("paper Table 3") and gpu.seconds == estimate.table3_seconds(vae).seconds
+    on_gpu = estimate.MeasuredCost("vae", "default", "mnist", 10, "cuda", 1e-6, None)
+    on_cpu = dataclasses.replace(on_gpu, device="cpu", train_s_per_image_epoch=1e-4)
+    n_train, _ = estimate.sizes(vae)
+    assert estimate.estimate_run(vae, True, [on_cpu, on_gpu]).source == "1 record on cuda"
+    assert estimate.estimate_run(vae, False, [on_gpu]).source == estimate.CPU_FALLBACK
+    measured = estimate.estimate_run(vae, False, [on_cpu, on_gpu])
+    assert measured.seconds == pytest.approx(vae.profile.epochs * n_train * 1e-4)
+
+    sweep = estimate.SweepEstimate({"a": estimate.RunEstimate(3.0, "x"),
+                                    "b": estimate.RunEstimate(1.0, "x"),
+                                    "c": estimate.RunEstimate(1.0, "x")}, workers=2)
+    assert sweep.wall_seconds == 3.0  # b and c share the second slot while a runs
+    array = estimate.estimate_array([[vae, gpvae]], 2, [on_gpu])
+    lows, highs = array.job_seconds
+    per_run = [array.runs[vae.key].seconds, array.runs[gpvae.key].seconds]
+    assert lows == [max(per_run)] and highs == [sum(per_run)]
+    assert array.hours == pytest.approx((2 * max(per_run) / 3600, 2 * sum(per_run) / 3600))
+
+
 def test_no_wait_runs_are_followed_up_through_squeue(capsys, mnist_root, tmp_path, monkeypatch):
     """Runs submitted earlier (--no-wait) and still in Slurm's queue are not submitted again; once
     their job has left the queue without a record, they are recorded as failed, with the job's log.
