@@ -524,7 +524,9 @@ def write_texts(results_dir: Path, name: str, texts: dict[str, str]) -> list[Pat
 
 def write_tables(data, results_dir: Path, paper=None, claim_report=None) -> list[Path]:
     """A log-likelihood table's files, its comparison with the paper and its claims report, the
-    records export and the results page."""
+    records export and the results page. A comparison written earlier (--compare-paper) is
+    rewritten from the same aggregate even without `paper`, so the page never shows one older
+    than its table; one whose paper numbers are gone is set aside (NAME_vs_paper.SUFFIX.stale)."""
     from . import claims, compare, export
     from .index_page import write_index
     from .render import to_html, to_latex, to_markdown
@@ -532,6 +534,18 @@ def write_tables(data, results_dir: Path, paper=None, claim_report=None) -> list
     out = ResultsStore(results_dir).tables_dir()
     paths = write_texts(results_dir, data.spec.name, {
         "md": to_markdown(data), "tex": to_latex(data), "html": to_html(data)})
+    earlier = sorted(out.glob(f"{data.spec.name}_vs_paper.*"))
+    earlier = [p for p in earlier if p.suffix in (".md", ".tex", ".html")]
+    if paper is None and earlier:
+        from .paper_tables import load_paper_table
+
+        try:
+            paper = load_paper_table(data.spec.name)
+        except (ValueError, KeyError, OSError) as e:  # ConfigError is a ValueError
+            for old in earlier:
+                os.replace(old, old.with_name(old.name + ".stale"))
+            log.warning("%s: set aside as .stale (the paper's numbers cannot be read: %s)",
+                        ", ".join(p.name for p in earlier), e)
     if paper is not None:
         paths += compare.write_comparison(data, paper, out)
     if claim_report is not None:

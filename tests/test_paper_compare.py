@@ -258,6 +258,35 @@ def test_compare_paper_command_on_synthetic_records(tmp_path, capsys):
     assert "table1_vs_paper" in index and "ours vs the paper" in index
 
 
+def test_a_table_rewritten_without_compare_paper_rewrites_its_comparison(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Reruns keep their promise: the side-by-side is never older than the table it compares."""
+    args = ["--table", "1", "--profile", "smoke", "--collect", "--datasets", "mnist",
+            "--results-dir", str(tmp_path), "-q"]
+    tables = tmp_path / "tables"
+    write_synthetic_records(tmp_path, shift=-100.0)
+    assert main([*args, "--compare-paper"]) == 0
+    before = (tables / "table1_vs_paper.md").read_text()
+    write_synthetic_records(tmp_path, shift=-200.0)  # new results, table rewritten without it
+    assert main(args) == 0
+    ours = (tables / "table1.md").read_text()
+    after = {s: (tables / f"table1_vs_paper.{s}").read_text() for s in ("md", "tex", "html")}
+    assert after["md"] != before
+    value = re.search(r"\|\s*(-?\d+\.\d+)", ours.split("| VAE", 1)[1]).group(1)  # VAE's first cell
+    assert value in after["md"] and value not in before
+    index = (tables / "index.html").read_text()
+    assert value in after["html"] and after["html"].split("<body>")[-1][:200] in index
+
+    # the paper's numbers gone: the old side-by-side is set aside, off the page, with a warning
+    monkeypatch.setattr("benchmark.paper_tables.PAPER_DIR", tmp_path / "nowhere")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "set aside as .stale" in capsys.readouterr().err
+    assert not any((tables / f"table1_vs_paper.{s}").exists() for s in ("md", "tex", "html"))
+    assert (tables / "table1_vs_paper.html.stale").exists()
+    assert "table1_vs_paper" not in (tables / "index.html").read_text()
+
+
 def test_compare_paper_without_published_numbers_is_an_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("benchmark.paper_tables.PAPER_DIR", tmp_path)
     rc = main(["--table", "1", "--profile", "smoke", "--collect", "--compare-paper",
