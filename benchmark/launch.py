@@ -300,8 +300,8 @@ def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tu
         array_id = jobs[0].job_id.split("_")[0]
         ids.append(array_id)
         packed = f" in {len(jobs)} jobs of up to {array.runs_per_task}" if array.runs_per_task > 1 else ""
-        print(f"submitted job array {array_id} ({array.name}): {len(array.tasks)} runs{packed}; "
-              f"logs in {folder}", flush=True)
+        log.info("submitted job array %s (%s): %d runs%s; logs in %s", array_id, array.name,
+                 len(array.tasks), packed, folder)  # -q: not said (--collect follows them up)
         submitted.append((array_id, list(zip(jobs, array.packs, strict=True))))
     return submitted
 

@@ -25,7 +25,8 @@ from benchmark.cli import main
 pytestmark = pytest.mark.slurm
 
 TESTS = Path(__file__).resolve().parent
-SUBMITTED = re.compile(r"^submitted job array (\d+) \((\S+)\): (\d+) runs", re.M)
+# on stderr, a log line (after its time); not said under -q
+SUBMITTED = re.compile(r"^(?:\d\d:\d\d:\d\d )?submitted job array (\d+) \((\S+)\): (\d+) runs", re.M)
 NUMBER = re.compile(r"-?\d+\.\d+")
 MARKUP = re.compile(r"<[^>]+>|\*\*")
 # A table cell is a mean ± sample std over n = 2 splits. Each run reruns within RERUN_TOLERANCE, so
@@ -59,6 +60,7 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     rc = main(list(args))
     out, err = capsys.readouterr()
     for line in (out + err).splitlines():
+        line = re.sub(r"^\d\d:\d\d:\d\d ", "", line)  # a log line's time
         if line.startswith(("submitted", "failed:", "pending:", "table", "probe", "trained")):
             log(f"cli: {line}")
     return rc, out, err
@@ -123,7 +125,7 @@ def test_slurm_table_equals_local_table(capsys, mnist_root, tmp_path):
     rc, out, err = cli(capsys, *args_for(mnist_root, slurm, "slurm", *select))
     log(f"slurm launcher: 2 runs in {time.perf_counter() - start:.0f}s")
     assert rc == 0, err
-    arrays = submitted_arrays(out)
+    arrays = submitted_arrays(out + err)
     assert [(name, n) for _, name, n in arrays] == [("gpvae-vae", 2)]
     folder = slurm / "submitit" / "smoke" / "table1"
     for array_id, name, n in arrays:
@@ -178,10 +180,10 @@ def test_requeued_run_resumes_from_its_checkpoint(capsys, mnist_root, tmp_path, 
     # ~7 s (KillWait + 2) that a job ignoring SIGTERM keeps running; 512 images keep epochs short
     profile = small_profile(tmp_path / "requeue.yaml", epochs=8)
     spec = write_spec(tmp_path / "requeue_table.yaml", ["{probe: {epoch_sleep: 1.5}}"])
-    rc, out, _ = cli(capsys, *args_for(mnist_root, results, "slurm", "--no-wait", table=spec,
-                                       profile=profile))
+    rc, out, err = cli(capsys, *args_for(mnist_root, results, "slurm", "--no-wait", table=spec,
+                                         profile=profile))
     assert rc == 0
-    [(job_id, _, n)] = submitted_arrays(out)  # one run: submitit sends it as a plain job
+    [(job_id, _, n)] = submitted_arrays(out + err)  # one run: submitit sends it as a plain job
     assert n == 1
     deadline = time.monotonic() + DEADLINE_S
     while checkpoint_epoch(results) < 2:
@@ -228,7 +230,7 @@ def test_failing_run_is_isolated_collected_and_retried_alone(capsys, mnist_root,
     rc, out, err = cli(capsys, *run, "--no-wait")
     assert rc == 0 and "submitted; run again with --collect" in err
     assert time.perf_counter() - start < 30  # returned without waiting for training
-    arrays = submitted_arrays(out)
+    arrays = submitted_arrays(out + err)
     assert [(name, n) for _, name, n in arrays] == [("gpvae-probe", 2), ("gpvae-vae", 1)]
     states = {}
     for array_id, name, n in arrays:
@@ -252,7 +254,7 @@ def test_failing_run_is_isolated_collected_and_retried_alone(capsys, mnist_root,
     rc, out, err = cli(capsys, *run, "--retry-failed")
     assert rc == 0, err
     assert "3 runs: 2 done, 1 failed; 1 to run" in err
-    [(retry_id, _, n)] = submitted_arrays(out)
+    [(retry_id, _, n)] = submitted_arrays(out + err)
     assert n == 1
     sacct_states(retry_id, expected=1)
     after = records(results)
@@ -267,13 +269,13 @@ def test_no_wait_jobs_are_followed_up_not_resubmitted(capsys, mnist_root, tmp_pa
                    profile=small_profile(tmp_path / "small.yaml"))
     monkeypatch.setenv("SBATCH_HOLD", "1")  # sbatch --hold: the job stays in the queue, PENDING
     rc, out, err = cli(capsys, *run, "--no-wait")
-    [(array_id, _, n)] = submitted_arrays(out)
+    [(array_id, _, n)] = submitted_arrays(out + err)
     assert rc == 0 and n == 1
     monkeypatch.delenv("SBATCH_HOLD")
 
     rc, out, err = cli(capsys, *run, "--no-wait")  # e.g. the user reruns the command
     assert rc == 0 and "1 missing; 1 queued or running in Slurm; 0 to run" in err, err
-    assert not submitted_arrays(out)
+    assert not submitted_arrays(out + err)
     rc, _, err = cli(capsys, *run, "--collect")
     assert "pending: 1 runs have no current record yet (1 queued or running in Slurm)" in err
 
@@ -284,7 +286,7 @@ def test_no_wait_jobs_are_followed_up_not_resubmitted(capsys, mnist_root, tmp_pa
     assert rc == 1 and re.search(rf"Slurm job {array_id}(_0)? left the queue \(CANCELLED", failed), err
     rc, out, err = cli(capsys, *run, "--retry-failed")
     assert rc == 0 and "1 failed; 1 to run" in err, err
-    [(retry_id, _, _)] = submitted_arrays(out)
+    [(retry_id, _, _)] = submitted_arrays(out + err)
     sacct_states(retry_id, expected=1)
     assert [r["status"] for r in records(results).values()] == ["ok"]
 
@@ -316,9 +318,9 @@ def test_packed_job_requeued_mid_run_resumes_every_run(capsys, mnist_root, tmp_p
     assert rc == 0 and "would submit 2 runs as 1 jobs in 1 job arrays" in out
     assert "(2 runs per job: runs_per_task in the profile)" in out
     assert "device: auto: cpu (the profile asks for no GPU: gpus_per_node)" in out
-    rc, out, _ = cli(capsys, *run, "--device", "auto", "--no-wait")
+    rc, out, err = cli(capsys, *run, "--device", "auto", "--no-wait")
     assert rc == 0
-    [(job_id, _, n)] = submitted_arrays(out)  # one job (a plain job: one task) with two runs
+    [(job_id, _, n)] = submitted_arrays(out + err)  # one job (a plain job: one task) with two runs
     assert n == 2 and "in 1 jobs of up to 2" in out
     deadline = time.monotonic() + 2 * DEADLINE_S
     while not (len(epochs := checkpoint_epochs(results)) == 2 and min(epochs) >= 2):
@@ -354,8 +356,8 @@ def test_retry_is_not_submitted_twice_and_requeue_cap_keeps_its_message(capsys, 
     spec = write_spec(tmp_path / "cap_table.yaml", ["{probe: {epoch_sleep: 1.5}}"])
     cluster = cluster_profile(tmp_path / "cap-cluster.yaml", max_requeues=0)
     run = args_for(mnist_root, results, "slurm", table=spec, profile=profile, cluster=cluster)
-    rc, out, _ = cli(capsys, *run, "--no-wait")
-    [(job_id, _, _)] = submitted_arrays(out)
+    rc, out, err = cli(capsys, *run, "--no-wait")
+    [(job_id, _, _)] = submitted_arrays(out + err)
     deadline = time.monotonic() + DEADLINE_S
     while checkpoint_epoch(results) < 1:
         assert time.monotonic() < deadline, f"no checkpoint: {sh('squeue').stdout}"
@@ -375,11 +377,11 @@ def test_retry_is_not_submitted_twice_and_requeue_cap_keeps_its_message(capsys, 
     slow = cluster_profile(tmp_path / "slow-cluster.yaml", max_requeues=0, setup=SLOW_START)
     run = args_for(mnist_root, results, "slurm", table=spec, profile=profile, cluster=slow)
     rc, out, err = cli(capsys, *run, "--retry-failed", "--no-wait")
-    [(retry_id, _, _)] = submitted_arrays(out)
+    [(retry_id, _, _)] = submitted_arrays(out + err)
     assert rc == 0 and "1 failed; 1 to run" in err
     rc, out, err = cli(capsys, *run, "--retry-failed", "--no-wait")
     assert "1 failed; 1 queued or running in Slurm; 0 to run" in err, err  # exit 1: a failed run
-    assert not submitted_arrays(out)  # no second job for the run
+    assert not submitted_arrays(out + err)  # no second job for the run
     log(f"retry: job {retry_id} queued; a second --retry-failed submitted nothing")
     assert sh("scancel", retry_id).returncode == 0
     sacct_states(retry_id, expected=1)
@@ -420,7 +422,7 @@ def test_submission_rejected_part_way_is_one_line(capsys, mnist_root, tmp_path, 
     spec = write_spec(tmp_path / "two_table.yaml", ["vae", "probe"])
     rc, out, err = cli(capsys, *args_for(mnist_root, results, "slurm", "--no-wait", table=spec,
                                          profile=small_profile(tmp_path / "small.yaml"), cluster=cluster))
-    [(probe_id, name, _)] = submitted_arrays(out)
+    [(probe_id, name, _)] = submitted_arrays(out + err)
     lines = err.strip().splitlines()
     log(f"rejected part-way: {lines[-1]}")
     assert rc == 1 and name == "gpvae-probe" and "Traceback" not in err
