@@ -14,7 +14,7 @@ from methods.registry import (
     UnknownMethodError,
     broken_plugins,
     lenient_plugins,
-    registered_methods,
+    method_specs,
 )
 
 from .errors import InputError, UsageError, describe_os_error, one_line
@@ -126,10 +126,12 @@ def _list_everything() -> str:
         lines.append(f"  {name}: {spec.title} [{', '.join(spec.datasets)}; dims "
                      f"{', '.join(map(str, spec.dims))}; {len(spec.rows)} rows]")
     lines.append("methods:")
-    for name, info in registered_methods().items():
+    for name, info in method_specs().items():  # read from the plugins' source: no torch
         rows = [Row.of(name, v) for v in info.variants]
         variants = ", ".join(f"{row.label} = {row.id}" for row in rows)
         lines.append(f"  {name}: {variants}")
+        if info.summary:
+            lines.append(f"    {info.summary}")
     for module, error in broken_plugins().items():
         lines.append(f"  broken: {module} failed to import ({error}): its methods are unavailable")
     lines.append("profiles:")

@@ -125,9 +125,9 @@ def _config_parts(method: str, params, profile, settings) -> tuple[str, str, str
     """The sorted JSON of a config's parts that do not depend on the split and restart: every
     setting of the method, defaults included (a changed default is a new config), the profile
     less what only sizes the sweep (splits, restarts, description), the dataset's settings."""
-    from methods import get_method  # imports the plugins (torch): only when hashing
+    from methods.registry import method_spec  # read from the plugin's source: no torch
 
-    return (json.dumps(get_method(method).settings(dict(params)), sort_keys=True),
+    return (json.dumps(method_spec(method).settings(dict(params)), sort_keys=True),
             json.dumps({k: v for k, v in profile.as_dict().items()
                         if k not in ("description", "splits", "restarts")}, sort_keys=True),
             json.dumps(settings.as_config(), sort_keys=True))

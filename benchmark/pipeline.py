@@ -159,7 +159,7 @@ class Sweep:
 def resolve(request: Request) -> Sweep:
     """Check every name and number of `request` against its table and profile (UsageError,
     ConfigError, ... with one line naming the fix) before anything is planned or trained."""
-    from methods.registry import broken_note, registered_methods
+    from methods.registry import broken_note, method_specs
 
     r = request
     if not r.table:
@@ -179,12 +179,12 @@ def resolve(request: Request) -> Sweep:
 
         claim_set = claims.load_claims(spec.name)
     profile = apply_overrides(load_profile(r.profile), list(r.overrides))
-    unknown = sorted((r.methods or set()) - set(registered_methods()) - {row.id for row in spec.rows})
+    unknown = sorted((r.methods or set()) - set(method_specs()) - {row.id for row in spec.rows})
     if unknown:
         raise UsageError(f"unknown method {unknown[0]!r}; registered methods: "
-                         + ", ".join(registered_methods()) + f"; rows of {spec.name}: "
+                         + ", ".join(method_specs()) + f"; rows of {spec.name}: "
                          + ", ".join(row.id for row in spec.rows) + broken_note())
-    _check_rows(spec, r.methods)
+    _check_rows(spec, r.methods, builds=not (r.dry_run or r.collect))
     for ds in sorted(r.datasets or ()):
         if ds not in spec.datasets:
             raise UsageError(f"dataset {ds!r} is not in {spec.name}; its datasets: "
@@ -239,9 +239,19 @@ def resolve_device(name: str, here: bool = True) -> str:
     return name
 
 
-def _check_rows(spec, methods) -> None:
-    """--methods must select some row of the table, and the selected rows' plugins must import."""
-    from methods.registry import PluginImportError, broken_note, broken_plugins
+def _check_rows(spec, methods, builds: bool = True) -> None:
+    """--methods must select some row of the table, and the selected rows' plugins must import:
+    when it `builds` models (trains or times), each selected row's plugin is imported here, so that
+    an error in a plugin's body (which reading its source cannot see) fails the command in one line
+    before anything runs; a dry run or --collect reads the plugins' source and imports none."""
+    from methods.registry import (
+        PluginImportError,
+        UnknownMethodError,
+        broken_note,
+        broken_plugins,
+        get_method,
+        method_specs,
+    )
 
     selected = [row for row in spec.rows if row.selected_by(methods)]
     if not selected:
@@ -249,7 +259,15 @@ def _check_rows(spec, methods) -> None:
         option = ",".join(sorted(methods)) if methods else ""
         raise UsageError(f"--methods {option}: selects none of the rows of {spec.name}; its "
                          f"methods: {families} (or rows by id, see --list)")
-    unavailable = [row for row in selected if not row.has_plugin]
+    known = method_specs()
+    if builds:
+        for method in dict.fromkeys(row.method for row in selected if row.method in known):
+            try:
+                get_method(method)
+            except UnknownMethodError:  # its module failed to import: now in broken_plugins()
+                pass
+        known = method_specs()
+    unavailable = [row for row in selected if row.method not in known]
     if unavailable and broken_plugins():
         raise PluginImportError(f"row {unavailable[0].label} of {spec.name} needs method "
                                 f"{unavailable[0].method!r}, which is not registered"

@@ -11,8 +11,8 @@ from methods.registry import (
     UnknownMethodError,
     UnknownParameterError,
     display_name,
-    get_method,
-    registered_methods,
+    method_spec,
+    method_specs,
     variant_name,
 )
 
@@ -57,11 +57,11 @@ class Row:
 
     @property
     def has_plugin(self) -> bool:
-        return self.method in registered_methods()
+        return self.method in method_specs()
 
     @property
     def label(self) -> str:
-        info = registered_methods().get(self.method)
+        info = method_specs().get(self.method)
         return display_name(info.label if info else self.method.upper(), self.param_dict)
 
 
@@ -129,7 +129,7 @@ def _check_params(method: str, params: dict, source: Path) -> None:
     """A row's parameters against its plugin's signature, when the spec loads (an unknown method is
     reported by the plan, with the registered ones)."""
     try:
-        get_method(method).settings(params)
+        method_spec(method).settings(params)
     except UnknownMethodError:
         return
     except UnknownParameterError as err:
@@ -195,7 +195,7 @@ def load_dataset_settings(dataset: str) -> DatasetSettings:
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: {dataset}: expected a mapping of keys to values")
     settings = build_dataclass(DatasetSettings, entry, f"{path}: {dataset}")
-    from methods.networks import NETWORKS  # torch: the networks a column can name
+    from methods.metadata import NETWORKS  # the networks a column can name (no torch)
 
     if settings.network not in NETWORKS:
         raise ConfigError(f"{path}: {dataset}: network must be one of {', '.join(NETWORKS)}, "

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .metadata import NETWORKS
+
 CHANNELS = (32, 64, 128, 256)
 KERNEL = 4
-NETWORKS = ("cnn", "fc")
 
 
 @dataclass(frozen=True)
