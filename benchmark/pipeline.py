@@ -174,7 +174,8 @@ def resolve(request: Request) -> Sweep:
         from .paper_tables import load_paper_table
 
         paper = load_paper_table(spec.name)
-    if r.claims:
+    earlier_report = ResultsStore(r.results_dir).tables_dir() / f"{spec.name}_claims.md"
+    if r.claims or earlier_report.exists():  # a claims report written earlier is kept current
         from . import claims
 
         claim_set = claims.load_claims(spec.name)

@@ -504,3 +504,22 @@ def test_figure_section_reads_the_figures_json(tmp_path):
     assert all(r.verdict == "not run" for r in report.sections[0].results)
     assert "**Figure 1**" in claims.to_markdown(report) and "<h4>Figure 1</h4>" in claims.to_html(report)
     json.dumps([r.verdict for r in report.sections[0].results])
+
+
+def test_claims_report_is_rewritten_with_its_table(tmp_path, capsys):
+    # a claims report written earlier is recomputed whenever its table is, even without --claims,
+    # so the results page never shows verdicts older than the table beside them
+    write_synthetic_records(tmp_path)
+    args = ["--table", "1", "--profile", "smoke", "--collect", "--datasets", "mnist",
+            "--results-dir", str(tmp_path), "-q"]
+    assert main(args + ["--claims"]) == 0
+    report = tmp_path / "tables" / "table1_claims.md"
+    before = report.read_text()
+    for path in sorted((tmp_path / "runs").rglob("rme-m3/*.json")):  # RME(3) falls far behind
+        rec = json.loads(path.read_text())
+        rec["metrics"]["test_iwae"] -= 500.0
+        path.write_text(json.dumps(rec))
+    assert main(args) == 0
+    capsys.readouterr()
+    after = report.read_text()
+    assert after != before and "MNIST d10 RME(3) vs GPVAE: -0.0" not in after
