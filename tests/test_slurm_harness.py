@@ -322,7 +322,7 @@ def test_packed_job_requeued_mid_run_resumes_every_run(capsys, mnist_root, tmp_p
     rc, out, err = cli(capsys, *run, "--device", "auto", "--no-wait")
     assert rc == 0
     [(job_id, _, n)] = submitted_arrays(out + err)  # one job (a plain job: one task) with two runs
-    assert n == 2 and "in 1 jobs of up to 2" in out
+    assert n == 2 and "in 1 jobs of up to 2" in out + err  # the submitted line is a log line
     deadline = time.monotonic() + 2 * DEADLINE_S
     while not (len(epochs := checkpoint_epochs(results)) == 2 and min(epochs) >= 2):
         assert time.monotonic() < deadline, f"no checkpoints at epoch 2: {epochs} {sh('squeue').stdout}"
