@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", action="store_true",
                    help="draw the paper's Figures 1-2 (2-D latent GPVAE on MNIST) under "
                    "RESULTS/figures/ with --data-root/--download/--results-dir/--device/--threads; "
-                   "`python -m benchmark.figures --help` lists the figure settings")
+                   "`python -m benchmark.analyses.figures --help` lists the figure settings")
     p.add_argument("--list", action="store_true", help="list tables, methods, profiles, datasets")
     p.add_argument("--keep-weights", action="store_true",
                    help="keep each trained run's final model (its state_dict, the weights it "
@@ -174,7 +174,7 @@ def request_from(args: argparse.Namespace) -> Request:
 
 
 def _figures(args) -> int:
-    from . import figures
+    from .analyses import figures
 
     if args.table:
         raise UsageError("--figures draws the figures only; run --table separately")

@@ -14,8 +14,8 @@ The per-image costs come from, in this order:
      2.14.1, one thread, MNIST's CNN with h=256, batch 64), scaled to the run's variant, latent
      size, network, image size and profile. Rough (within about 2x): they say whether a sweep
      takes minutes, hours or days, not to the minute. Where each figure comes from is said beside
-     it: README, "The claims profile" and "Performance" (`python -m benchmark.speed --train`), and
-     the `claims` records of Table 1;
+     it: README, "The claims profile" and "Performance"
+     (`python -m benchmark.analyses.speed --train`), and the `claims` records of Table 1;
    - GPU: the paper's Table 3 (ms per test batch of 128 at dim 50, on an RTX 2080 Ti,
      benchmark/paper/table3.yaml), a training step taken as 3 forward passes (forward + backward),
      evaluation as K forward passes per image; rows the paper did not time take a stand-in (hf =

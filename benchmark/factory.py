@@ -1,7 +1,7 @@
 """The one model factory: a registered method built for a dataset column and a latent size, from
-a seed. Runs (benchmark.run), timing tables (benchmark.timing), Figure 1 (benchmark.figures) and
-the speed study (benchmark.speed) all build their models here, so a model is the same whichever
-of them builds it; it imports no training code."""
+a seed. Runs (benchmark.run), timing tables (benchmark.timing), Figure 1
+(benchmark.analyses.figures) and the speed study (benchmark.analyses.speed) all build their models
+here, so a model is the same whichever of them builds it; it imports no training code."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ _TABLE_ORDER = re.compile(r"^table(\d+)?(.*)$")
 
 def _sort_key(path: Path):
     """The paper's claims first (what a reader of a reproduction wants first: tableN_claims,
-    benchmark/claims.py), then the tables in numeric order, each followed by its comparisons."""
+    benchmark/analyses/claims.py), then the tables in numeric order, each followed by its comparisons."""
     m = _TABLE_ORDER.match(path.stem)
     num = int(m.group(1)) if m and m.group(1) else 10**6
     return not path.stem.endswith("_claims"), num, path.stem

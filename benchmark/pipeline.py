@@ -176,7 +176,7 @@ def resolve(request: Request) -> Sweep:
         paper = load_paper_table(spec.name)
     earlier_report = ResultsStore(r.results_dir).tables_dir() / f"{spec.name}_claims.md"
     if r.claims or earlier_report.exists():  # a claims report written earlier is kept current
-        from . import claims
+        from .analyses import claims
 
         claim_set = claims.load_claims(spec.name)
     profile = apply_overrides(load_profile(r.profile), list(r.overrides))
@@ -333,7 +333,7 @@ def _run_training(sweep: Sweep) -> Outcome:
     outcome.table = build_table(table_plan, sweep.spec, sweep.profile, all_records, r.paired)
     report = None
     if sweep.claim_set is not None:
-        from . import claims
+        from .analyses import claims
 
         p = sweep.profile
         report = claims.build_report(
@@ -546,7 +546,7 @@ def write_tables(data, results_dir: Path, paper=None, claim_report=None) -> list
     records export and the results page. A comparison written earlier (--compare-paper) is
     rewritten from the same aggregate even without `paper`, so the page never shows one older
     than its table; one whose paper numbers are gone is set aside (NAME_vs_paper.SUFFIX.stale)."""
-    from . import claims, compare, export
+    from . import export
     from .index_page import write_index
     from .render import to_html, to_latex, to_markdown
 
@@ -565,9 +565,13 @@ def write_tables(data, results_dir: Path, paper=None, claim_report=None) -> list
                 os.replace(old, old.with_name(old.name + ".stale"))
             log.warning("%s: set aside as .stale (the paper's numbers cannot be read: %s)",
                         ", ".join(p.name for p in earlier), e)
-    if paper is not None:
+    if paper is not None:  # the analyses are imported only when asked for (or kept current)
+        from .analyses import compare
+
         paths += compare.write_comparison(data, paper, out)
     if claim_report is not None:
+        from .analyses import claims
+
         paths += claims.write_report(claim_report, out)
     paths += export.write_records_export(results_dir, [data.spec])  # every record, one row each
     paths.append(write_index(results_dir))
@@ -575,14 +579,17 @@ def write_tables(data, results_dir: Path, paper=None, claim_report=None) -> list
 
 
 def _show(sweep: Sweep, data, report) -> None:
-    from . import claims, compare
     from .render import to_markdown
 
     con = sweep.console
     con.result(to_markdown(data, ansi=sys.stdout.isatty()))
     if sweep.paper is not None:
+        from .analyses import compare
+
         con.result(compare.to_markdown(data, sweep.paper))
     if report is not None:
+        from .analyses import claims
+
         con.result(claims.to_markdown(report))
 
 
@@ -774,7 +781,7 @@ def _run_timing(sweep: Sweep) -> Outcome:
 
 def _timing_claims(sweep: Sweep) -> list[Path]:
     """The claims about a timing table, from its stored timings.json (written by the run)."""
-    from . import claims
+    from .analyses import claims
     from .index_page import write_index
 
     results_dir, spec, profile = Path(sweep.request.results_dir), sweep.spec, sweep.profile

@@ -1,8 +1,9 @@
 """Every Markdown, LaTeX and HTML file the harness writes is written here, with one stylesheet
 and one LaTeX path: the log-likelihood tables (the paper's colouring: best mean red and bold; rows
 whose t-test against the best gives p > 0.01 blue and bold), the side-by-side comparison with the
-paper (benchmark.compare), timing tables (benchmark.timing), the claims report (benchmark.claims,
-through the small document model below) and the results page (benchmark.index_page).
+paper (benchmark.analyses.compare), timing tables (benchmark.timing), the claims report
+(benchmark.analyses.claims, through the small document model below) and the results page
+(benchmark.index_page).
 
 The LaTeX files are table floats that compile with booktabs, xcolor and graphicx (their first
 lines say so): text is escaped (latex_escape), rules are booktabs', dataset names are grouped
@@ -424,7 +425,7 @@ def _comparison_intro(paper) -> str:
 
 
 def comparison_markdown(data: TableData, paper, comparisons, paper_marks: dict) -> str:
-    """Ours next to the paper's (`paper_marks`: {column: (marks, source)}, benchmark.compare)."""
+    """Ours next to the paper's (`paper_marks`: {column: (marks, source)}, benchmark.analyses.compare)."""
     headers = [""] + [column_label(c, "<br>") for c in data.columns]
     side = md_table(headers, _side_by_side_rows(data, paper, paper_marks, "md"))
     agree = md_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons))

@@ -8,7 +8,7 @@ A pass over the batches is timed with torch.utils.benchmark.Timer (`repeats` pas
 `timeit(1)` after its 2 warm-up passes; CUDA synchronised); the cell is the mean over the passes
 of a pass's time divided by the number of batches. Raw figures go to
 RESULTS/runs/PROFILE/TABLE/timings.json ("ms_per_batch": the cells; "ms_per_pass": each
-pass's ms per batch, which benchmark.claims tests timing claims on), the table to
+pass's ms per batch, which benchmark.analyses.claims tests timing claims on), the table to
 RESULTS/tables/TABLE.{md,tex,html} (written by benchmark.render, like every table). The sequence
 (plan the cells, measure, record, render) is benchmark.pipeline's, as for every table.
 """
@@ -16,6 +16,7 @@ RESULTS/tables/TABLE.{md,tex,html} (written by benchmark.render, like every tabl
 from __future__ import annotations
 
 import logging
+import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,10 +97,22 @@ def render(spec, rows, columns, times, missing, caption: str) -> dict[str, str]:
     return timing_tables(spec, rows, columns, times, missing, caption)
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (captions; the speed study prints it too)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def caption(spec, profile, rows, sizes, device) -> str:
     """What the table's numbers are and how they were measured, on this machine."""
-    from .speed import device_name  # speed imports torch.utils.benchmark: only when timing
-
     dev = torch.device(device)
     shapes = ", ".join(f"{DATASET_LABELS.get(ds, ds)} {n} x {b}"
                        for ds, (n, b) in {ds: s for (ds, _), s in sizes.items()}.items())

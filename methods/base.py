@@ -29,7 +29,7 @@ Optional, for the paper's analyses (a method without them raises NotImplementedE
 - `uncertainty(x)` (B,) how uncertain the method is about q(z|x) (GPVAE: Tr V(f|D) + Tr V(h|D));
                  Figure 1 orders inputs by it and correlates it with non-Gaussianity;
 - `reference_moments(x)` (mean, var) of q(z|x) computed the straightforward way (as a training-time
-                 implementation would), the reference benchmark.speed times `infer` against;
+                 implementation would), the reference benchmark.analyses.speed times `infer` against;
 - `inference_floor()` a callable x -> tensor doing the least computation `infer` must do (its
                  networks' forward passes and the flops of what remains); speed reports infer / floor.
 
@@ -159,7 +159,7 @@ class EncoderModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no uncertainty score")
 
     def reference_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, var) of q(z|x) the straightforward way; optional (benchmark.speed)."""
+        """(mean, var) of q(z|x) the straightforward way; optional (benchmark.analyses.speed)."""
         raise NotImplementedError(f"{type(self).__name__} has no reference implementation")
 
     def inference_floor(self):

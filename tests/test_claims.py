@@ -1,4 +1,4 @@
-"""Verdicts on the paper's claims (benchmark/claims.py) on hand-made records, and --claims."""
+"""Verdicts on the paper's claims (benchmark/analyses/claims.py) on hand-made records, and --claims."""
 
 import dataclasses
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmark import claims
 from benchmark.aggregate import ALPHA, best_restarts, records_frame
+from benchmark.analyses import claims
 from benchmark.cli import main
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
@@ -386,7 +386,7 @@ def test_unknown_row_is_a_config_error():
 
 
 def test_module_imports_no_torch():
-    code = "import sys, benchmark.claims; sys.exit('torch' in sys.modules)"
+    code = "import sys, benchmark.analyses.claims; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
 
 

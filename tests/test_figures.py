@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from benchmark import cli, figures
-from benchmark.grid_posterior import (
+from benchmark import cli
+from benchmark.analyses import figures
+from benchmark.analyses.grid_posterior import (
     grid_log_joint,
     grid_moments,
     kl_to_moment_matched,

@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from benchmark import compare, timing
+from benchmark import timing
 from benchmark.aggregate import floors, low_power_note, records_frame, summarize
+from benchmark.analyses import compare
 from benchmark.paper_tables import load_paper_table
 from benchmark.render import TableData, latex_escape, to_latex
 from benchmark.specs import load_table_spec

@@ -58,7 +58,7 @@ def test_installed_wheel_loads_its_data_from_another_folder(wheel, tmp_path):
         "from benchmark.specs import load_table_spec, table_names\n"
         "from benchmark.profiles import load_profile, profile_names\n"
         "from benchmark.paper_tables import load_paper_table\n"
-        "from benchmark.claims import load_claims\n"
+        "from benchmark.analyses.claims import load_claims\n"
         "from benchmark.cluster import cluster_profile_names, load_cluster_profile\n"
         "assert {'1', '2', '3', '4'} <= set(table_names()), table_names()\n"
         "[load_table_spec(t) for t in table_names()]\n"

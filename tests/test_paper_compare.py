@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmark import compare
 from benchmark.aggregate import Cell
+from benchmark.analyses import compare
 from benchmark.cli import main
 from benchmark.paper_tables import PaperTable, load_paper_table, paper_table_names
 from benchmark.plan import make_plan

@@ -1,4 +1,4 @@
-"""benchmark.speed: GPVAE's looped eq.-12 reference (the plugin's reference_moments) gives its
+"""benchmark.analyses.speed: GPVAE's looped eq.-12 reference (the plugin's reference_moments) gives its
 numbers; bad input is one error line.
 (No timings are asserted: speed is measured by the benchmark, not by tests.)"""
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import datasets, speed
+from benchmark import datasets
+from benchmark.analyses import speed
 from methods import NetConfig, get_method
 from methods.likelihoods import GaussianLikelihood
 

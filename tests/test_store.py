@@ -381,7 +381,7 @@ def test_records_are_written_only_by_the_store():
 
     pkg = Path(__file__).resolve().parents[1] / "benchmark"
     pattern = re.compile(r"write_json_atomic\([^)]*record|json\.loads\([^)]*record_path")
-    offenders = [p.name for p in pkg.glob("*.py") if p.name != "store.py"
+    offenders = [p.name for p in pkg.rglob("*.py") if p.name != "store.py"
                  and pattern.search(p.read_text())]
     assert offenders == []
 

@@ -1,6 +1,6 @@
 """The SVI sensitivity table: one row per setting, SA(k) gains as columns, NaN shown as unstable."""
 
-from benchmark.svi_sensitivity import GRID, STEPS, to_markdown
+from benchmark.analyses.svi_sensitivity import GRID, STEPS, to_markdown
 
 
 def test_table_has_a_row_per_setting_and_marks_non_finite_gains_unstable():

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from scipy import stats
 
-from . import render
-from .aggregate import ALPHA
-from .paper_tables import PaperCell, PaperTable
-from .render import TableData
-from .store import write_text_atomic
+from .. import render
+from ..aggregate import ALPHA
+from ..paper_tables import PaperCell, PaperTable
+from ..render import TableData
+from ..store import write_text_atomic
 
 
 @dataclass(frozen=True)

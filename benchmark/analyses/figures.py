@@ -1,6 +1,6 @@
 """Figures 1 and 2 of Kim (CVPR 2022): uncertainty vs how non-Gaussian the true posterior is.
 
-`python -m benchmark.figures --data-root ../shared/data` trains a GPVAE with a 2-D latent on MNIST
+`python -m benchmark.analyses.figures --data-root ../shared/data` trains a GPVAE with a 2-D latent on MNIST
 (or loads it from RESULTS/figures/model/, keyed by its training settings, so reruns are instant),
 then writes under RESULTS/figures/:
 
@@ -12,7 +12,7 @@ then writes under RESULTS/figures/:
 - figure2.png: the lowest- and highest-uncertainty of those inputs, zoomed on the posterior.
 - figure1_spearman.json: beyond the paper, the Spearman correlation over the first `--subset`
   test images between the uncertainty score and KL(p(z|x) || its moment-matched Gaussian), both
-  computed on a grid (benchmark/grid_posterior.py), with its p-value and n.
+  computed on a grid (benchmark/analyses/grid_posterior.py), with its p-value and n.
 
 The training split and seed follow benchmark.run (split 0, restart 0); the settings are this
 command's options, not a profile's.
@@ -33,7 +33,13 @@ from pathlib import Path
 import torch
 from scipy import stats
 
-from . import datasets, factory
+from .. import datasets, factory
+from ..index_page import write_index
+from ..keys import RunKey
+from ..run import split_indices
+from ..specs import load_dataset_settings
+from ..store import ResultsStore, write_json_atomic
+from ..train import save_atomic, train
 from .grid_posterior import (
     grid_log_joint,
     kl_to_moment_matched,
@@ -41,12 +47,6 @@ from .grid_posterior import (
     normalise,
     refined_posterior,
 )
-from .index_page import write_index
-from .keys import RunKey
-from .run import split_indices
-from .specs import load_dataset_settings
-from .store import ResultsStore, write_json_atomic
-from .train import save_atomic, train
 
 log = logging.getLogger("gpvae_bench")
 METHOD, DATASET, LATENT_DIM = "gpvae", "mnist", 2
@@ -267,7 +267,8 @@ def make_figures(data: datasets.ImageData, fs: FigureSettings, results_dir: Path
 
 def build_parser() -> argparse.ArgumentParser:
     d = FigureSettings()
-    p = argparse.ArgumentParser(prog="python -m benchmark.figures", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.analyses.figures",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--data-root", default="data", help="folder holding MNIST/raw (default: data)")
     p.add_argument("--download", action="store_true", help="download MNIST when missing")
     p.add_argument("--results-dir", default="results", help="(default: results)")

@@ -1,7 +1,7 @@
 """How close GPVAE's test-time inference is to its compute floor, and what a training step costs.
 
-    python -m benchmark.speed [--data-root DIR] [--dims 10,20,50,100] [--device cuda] [--threads N]
-    python -m benchmark.speed --train [--dims 50] [--dataset binarized_mnist_fc] [--batch-size 32]
+    python -m benchmark.analyses.speed [--data-root DIR] [--dims 10,20,50,100] [--device cuda] [--threads N]
+    python -m benchmark.analyses.speed --train [--dims 50] [--dataset binarized_mnist_fc] [--batch-size 32]
 
 What it needs of a method goes through the plugin protocol (methods/base.py): `infer`,
 `prepare_inference`, and the optional `reference_moments` and `inference_floor` (GPVAE has them;
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 
 import torch
@@ -40,10 +39,11 @@ from torch.utils.benchmark import Timer
 from methods import get_method
 from methods.registry import display_name, registered_methods
 
-from .datasets import DatasetMissing, load_dataset
-from .factory import build_model
-from .specs import load_dataset_settings
-from .train import make_optimizer
+from ..datasets import DatasetMissing, load_dataset
+from ..factory import build_model
+from ..specs import load_dataset_settings
+from ..timing import device_name
+from ..train import make_optimizer
 
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "../shared/data")
 TARGETS = {"dim": 50, "loop_over_gpvae": 3.0, "gpvae_over_floor": 1.5}
@@ -57,19 +57,6 @@ def looped_moments(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def looped_infer(model, x: torch.Tensor) -> torch.Tensor:
     mean, var = looped_moments(model, x)
     return mean + var.sqrt() * torch.randn_like(mean)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_seconds(fn, device: torch.device, min_run_time: float, warmup: int = 3) -> float:
@@ -129,7 +116,8 @@ def training_rows(x, settings, data, dim, device, min_run_time, all_variants: bo
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.analyses.speed",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                    help=f"folder holding the data (default: $GPVAE_BENCH_DATA or {DEFAULT_DATA_ROOT})")
     p.add_argument("--dataset", default="mnist",

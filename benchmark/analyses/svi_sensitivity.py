@@ -9,7 +9,7 @@ setting of the grid, on the same weights (SA(0) has exactly the VAE's parameters
 evaluation seed. The gain of a setting is IWAE(SA) - IWAE(VAE), in nats; "unstable" = a non-finite
 value. Writes RESULTS/analyses/svi_sensitivity.{json,md}.
 
-    python -m benchmark.svi_sensitivity --data-root ../shared/data [--profile claims --dim 10]
+    python -m benchmark.analyses.svi_sensitivity --data-root ../shared/data [--profile claims --dim 10]
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import evaluate
-from .factory import build_model
-from .keys import RunKey
-from .profiles import load_profile
-from .render import md_compact_table
-from .run import RunTask, fit, prepare
-from .specs import load_dataset_settings
-from .store import write_json_atomic, write_text_atomic
-from .train import save_atomic
+from ..evaluate import evaluate
+from ..factory import build_model
+from ..keys import RunKey
+from ..profiles import load_profile
+from ..render import md_compact_table
+from ..run import RunTask, fit, prepare
+from ..specs import load_dataset_settings
+from ..store import write_json_atomic, write_text_atomic
+from ..train import save_atomic
 
 log = logging.getLogger("gpvae_bench")
 
@@ -121,7 +121,7 @@ def to_markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.svi_sensitivity",
+    p = argparse.ArgumentParser(prog="python -m benchmark.analyses.svi_sensitivity",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--results-dir", default="results")

@@ -18,7 +18,7 @@ Tests (alpha = 0.01, the paper's):
   pairing the columns (datasets): a paired t-test on log(ms per batch) over the columns both rows
   have, one test per pair of rows; n = columns; the effect is the geometric mean of the ratios
   A / B. The test line says which.
-- a correlation (Figure 1): the Spearman rho and its two-sided p as benchmark.figures wrote them.
+- a correlation (Figure 1): the Spearman rho and its two-sided p as benchmark.analyses.figures wrote them.
 
 Each comparison of A with B (A - B: nats, or log ms) is one of
 - above / below: p <= alpha, A's mean higher / lower than B's;
@@ -71,12 +71,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .aggregate import ALPHA, best_restarts, records_frame
-from .render import DATASET_LABELS, Block, Marked, document_html, document_markdown
-from .store import ResultsStore, write_text_atomic
-from .yamlio import ConfigError, read_yaml_mapping
+from ..aggregate import ALPHA, best_restarts, records_frame
+from ..render import DATASET_LABELS, Block, Marked, document_html, document_markdown
+from ..store import ResultsStore, write_text_atomic
+from ..yamlio import ConfigError, read_yaml_mapping
 
-CLAIMS_PATH = Path(__file__).with_name("paper") / "claims.yaml"
+CLAIMS_PATH = Path(__file__).parent.parent / "paper" / "claims.yaml"  # benchmark/paper (package data)
 POWER = 0.8
 SPEARMAN_VARIANCE = 1.06  # Fieller, Hartley & Pearson (1957): var(atanh rho_s) ~ 1.06 / (n - 3)
 KINDS = {
@@ -609,7 +609,7 @@ def evaluate_timing(claim: Claim, spec, timings: dict | None, tolerance: float |
 
 def evaluate_correlation(claim: Claim, figure: dict | None, alpha: float = ALPHA,
                          source: str = "") -> ClaimResult:
-    test = "Spearman rank correlation, two-sided p (as benchmark.figures computed it)"
+    test = "Spearman rank correlation, two-sided p (as benchmark.analyses.figures computed it)"
     try:
         rho, p, n = float(figure["spearman_rho"]), float(figure["p_value"]), int(figure["n"])
     except (TypeError, KeyError, ValueError):
@@ -703,7 +703,7 @@ RULES = (
     "a log-likelihood table are paired over the splits both rows share; between rows of a timing "
     "table, per column a Welch t-test over the timed passes (for a timings file without "
     "per-pass times, paired over the columns both were timed in; the test column says which). "
-    "The rules per kind are in benchmark/claims.py."
+    "The rules per kind are in benchmark/analyses/claims.py."
 )
 HEADERS = ["claim", "test", "n", "effect", "p", "verdict", "detail"]
 
