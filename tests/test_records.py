@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from benchmark.records import write_json_atomic, write_text_atomic
+from benchmark.store import write_json_atomic, write_text_atomic
 
 
 @pytest.fixture
