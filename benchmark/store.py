@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from .errors import Unavailable
 from .keys import RunKey
 
 log = logging.getLogger("gpvae_bench")
@@ -44,6 +45,10 @@ STALE_AFTER_SECONDS = 300.0  # a claim not refreshed for this long is dead, what
 
 class CorruptRecord(ValueError):
     pass
+
+
+class RecordPathBlocked(Unavailable):
+    """A folder (or other non-file) where a run's record belongs: one error line, exit 1."""
 
 
 _WARNED: set[tuple[str, str]] = set()
@@ -557,8 +562,10 @@ class ResultsStore:
             text = path.read_text()
         except UnicodeDecodeError as err:
             raise CorruptRecord(f"{path}: corrupt record ({err})") from None
-        except IsADirectoryError:
-            raise CorruptRecord(f"{path}: corrupt record (a folder, not a file)") from None
+        except IsADirectoryError:  # not ours to move: somebody put it there
+            raise RecordPathBlocked(
+                f"{path} is a folder where the record of run {key} belongs: move it out of the "
+                "results folder, then rerun (nothing was changed)") from None
         record = parse_record_text(text, path)
         if record.key != key:
             raise CorruptRecord(f"{path}: corrupt record (it holds the run {record.key}, not {key})")

@@ -402,8 +402,8 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_temp_file_and_says_where(tmp_path
     assert path.read_bytes() == before  # the last good checkpoint is still there
 
 
-def test_a_record_path_that_is_a_folder_is_set_aside_not_lost(capsys, tmp_path, tiny_mnist,
-                                                             finished):
+def test_a_record_path_that_is_a_folder_is_one_error_line_and_left_alone(capsys, tmp_path,
+                                                                        tiny_mnist, finished):
     results = tmp_path / "results"
     shutil.copytree(finished, results)
     [record] = (results / "runs").rglob("*.json")
@@ -412,9 +412,17 @@ def test_a_record_path_that_is_a_folder_is_set_aside_not_lost(capsys, tmp_path, 
     rc = main(ONE_RUN + ["--splits", "2", "--collect", "--data-root", str(tiny_mnist),
                          "--results-dir", str(results)])
     err = capsys.readouterr().err
-    assert rc == 0 and "Traceback" not in err and "error:" not in err
-    assert f"{folder}" in err and "a folder, not a file" in err
-    assert (folder / "inside").is_dir()  # --collect moves nothing
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 1 and "Traceback" not in err and len(errors) == 1, err
+    assert f"{folder} is a folder where the record of run" in errors[0]
+    assert (folder / "inside").is_dir()  # nothing moved
+    before = {p: p.stat().st_mtime_ns for p in (results / "runs").rglob("*.json") if p.is_file()}
+    rc = main(ONE_RUN + ["--splits", "2", "--data-root", str(tiny_mnist),  # a real run: the same
+                         "--results-dir", str(results)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and (folder / "inside").is_dir(), err
+    after = {p: p.stat().st_mtime_ns for p in (results / "runs").rglob("*.json") if p.is_file()}
+    assert after == before  # the finished record untouched, nothing trained
 
 
 BROKEN_PLUGIN = "import torch\nraise RuntimeError('boom: this plugin is broken')\n"

@@ -27,6 +27,7 @@ from benchmark.store import (
     ClaimInfo,
     CorruptRecord,
     Record,
+    RecordPathBlocked,
     ResultsStore,
     proc_start,
     write_json_atomic,
@@ -111,7 +112,7 @@ def test_a_wrong_record_is_corrupt_with_its_reason(tmp_path, name, text, reason)
         store.read(KEY)
 
 
-def test_non_utf8_and_a_folder_are_corrupt_too(tmp_path):
+def test_non_utf8_is_corrupt_and_a_folder_is_an_error_not_moved(tmp_path):
     store = ResultsStore(tmp_path)
     path = store.record_path(KEY)
     path.parent.mkdir(parents=True)
@@ -119,7 +120,9 @@ def test_non_utf8_and_a_folder_are_corrupt_too(tmp_path):
     assert store.state(KEY, "abc") == "corrupt"
     path.unlink()
     path.mkdir()
-    assert store.state(KEY, "abc") == "corrupt"
+    with pytest.raises(RecordPathBlocked, match="is a folder where the record of run"):
+        store.state(KEY, "abc")
+    assert path.is_dir()
 
 
 def test_the_records_on_disk_today_read_as_schema_1(tmp_path):
