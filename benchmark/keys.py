@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .profiles import SWEEP_ONLY  # what only sizes the sweep: not part of a run's config
+
 if TYPE_CHECKING:
     from .profiles import Profile
     from .specs import DatasetSettings
@@ -129,5 +131,5 @@ def _config_parts(method: str, params, profile, settings) -> tuple[str, str, str
 
     return (json.dumps(method_spec(method).settings(dict(params)), sort_keys=True),
             json.dumps({k: v for k, v in profile.as_dict().items()
-                        if k not in ("description", "splits", "restarts")}, sort_keys=True),
+                        if k not in SWEEP_ONLY}, sort_keys=True),
             json.dumps(settings.as_config(), sort_keys=True))

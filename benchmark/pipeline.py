@@ -37,7 +37,6 @@ from .store import Record, ResultsStore, warn_once, write_text_atomic
 log = logging.getLogger("gpvae_bench")
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "data")
 LAUNCHERS = ("debug", "local", "slurm")
-TIMING_METRICS = ("inference_ms",)
 
 
 def _frozen(values, cast=str) -> frozenset | None:
@@ -140,7 +139,7 @@ class Sweep:
 
     @property
     def timing(self) -> bool:
-        return self.spec.metric in TIMING_METRICS
+        return self.spec.timing
 
     @property
     def folder(self) -> Path:
@@ -196,7 +195,7 @@ def resolve(request: Request) -> Sweep:
                          + ", ".join(str(d) for d in spec.dims))
     if r.jobs < 1:
         raise UsageError("--jobs must be >= 1")
-    timing = spec.metric in TIMING_METRICS
+    timing = spec.timing
     # under Slurm the device is decided on the node where each run executes, not here
     device = resolve_device(r.device, here=r.launcher != "slurm" or timing)
     if r.splits is not None:

@@ -29,13 +29,8 @@ from .specs import load_dataset_settings
 from .store import write_json_atomic
 
 log = logging.getLogger("gpvae_bench")
-TIMING_METRICS = ("inference_ms",)
 WARMUP_PASSES = 2  # what Timer.timeit(1) runs before its timed pass
 SEED = 0
-
-
-def is_timing_table(spec) -> bool:
-    return spec.metric in TIMING_METRICS
 
 
 def test_batches(data, test_size: int | None, batch_size: int, device) -> list[torch.Tensor]:
