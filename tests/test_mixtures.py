@@ -388,6 +388,93 @@ def test_rme_gradient_routing():
     assert not same(grads[1.0, -20.0], g, "decoder.")
 
 
+def objective_gradients(model, x, seed):
+    """Each part's gradient of minus its own objective (module docstring), one objective at a time:
+    the mixture ELBO (decoder and learning weight heads; z held, log q's weights held), C_j for the
+    training component, alpha_j E_{h_j}[log p - log q] by its path derivative for refined ones."""
+    n = int(model.num_active)
+    torch.manual_seed(seed)
+    means, stds, prefix = model._parts(x)
+    noise = torch.randn(n, *means[0].shape, dtype=means[0].dtype)  # the draw loss() makes next
+    z = [means[j] + stds[j] * noise[j] for j in range(n)]
+    fixed_means, fixed_stds = torch.stack(means, -2).detach(), torch.stack(stds, -2).detach()
+    held = GaussianMixture(prefix[-1].detach(), fixed_means, fixed_stds)
+    weights = prefix[-1].exp()  # (B, n), live
+    grads = {}
+
+    def collect(objective, named):
+        named = [(name, p) for name, p in named if p.requires_grad]
+        for (name, _), g in zip(named, torch.autograd.grad(-objective.mean(), [p for _, p in named],
+                                                           retain_graph=True, allow_unused=True),
+                                strict=True):
+            grads[name] = g
+
+    z_held = torch.stack(z).detach()
+    mixture = (weights.T * (model.log_joint(x, z_held) - held.log_prob(z_held))).sum(0)
+    collect(mixture, [(n_, p) for n_, p in model.named_parameters()
+                      if n_.startswith(("decoder.", "weight_heads."))])
+    for j in range(n):
+        named = [(f"components.{j}.{n_}", p) for n_, p in model.components[j].named_parameters()]
+        log_p = model.log_joint(x, z[j].unsqueeze(0))[0]
+        if j in model.trainable:
+            log_h = Normal(means[j], stds[j]).log_prob(z[j]).sum(-1)
+            objective = log_p - log_h
+            if j > 0:
+                reference = GaussianMixture(prefix[j - 1].detach(), fixed_means[:, :j],
+                                            fixed_stds[:, :j])
+                objective = objective + model.divergence_weight * capped_divergence(
+                    log_h, reference.log_prob(z[j]), model.divergence_cap)
+        elif j in model.refining:
+            objective = weights[:, j].detach() * (log_p - held.log_prob(z[j]))
+        else:
+            continue
+        collect(objective, named)
+    return grads
+
+
+@pytest.mark.parametrize("refine", [True, False])
+def test_rme_loss_gives_each_part_the_gradient_of_its_own_objective(refine):
+    # the loss's one backward pass against each objective's gradient taken separately
+    model = spread_rme(build("rme", 3, precondition_weights=False, divergence_weight=0.7,
+                             refine_previous=refine)).double()
+    model.on_epoch_start(2, 3)  # starts [0, 1, 2]: component 2 training, 0 and 1 refined or frozen
+    x = torch.rand(5, *NET.image_shape, dtype=F64)
+    expected = objective_gradients(model, x, seed=4)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(4)
+    model.loss(x).backward()
+    got = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert set(got) == {name for name, g in expected.items() if g is not None}
+    assert any(name.startswith("weight_heads.0.") for name in got) == refine  # an earlier weight
+    for name, g in got.items():
+        torch.testing.assert_close(g, expected[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_earlier_weights_learn_only_with_refine_weights():
+    x = torch.rand(4, *NET.image_shape, dtype=F64)
+    for refine_weights in (True, False):
+        model = spread_rme(build("rme", 3, refine_weights=refine_weights)).double()
+        model.on_epoch_start(2, 3)  # component 2 training, 0 and 1 refined
+        model.loss(x).backward()
+        assert (model.weight_heads[0].bias.grad is not None) == refine_weights  # component 1's
+        assert model.weight_heads[1].bias.grad is not None  # the newcomer's weight always learns
+        assert model.components[1].head.bias.grad is not None  # the component itself is refined
+
+
+def test_weight_rate_scales_the_logits_not_the_initial_weights():
+    x = torch.rand(4, *NET.image_shape, dtype=F64)
+    weights = {rate: build("rme", 3, weight_rate=rate, init_weight=0.3).double().mixing_weights(x)
+               for rate in (1.0, 0.1)}
+    torch.testing.assert_close(weights[0.1], weights[1.0])  # same model at the start
+    slow = build("rme", 2, weight_rate=0.1)
+    with torch.no_grad():
+        slow.weight_heads[0].bias.add_(1.0)  # one unit of the head's output: 0.1 of logit
+    eps = slow.mixing_weights(torch.rand(2, *NET.image_shape))[:, 1]
+    torch.testing.assert_close(eps, torch.sigmoid(torch.tensor(0.1)).expand(2), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="weight_rate"):
+        build("rme", 2, weight_rate=0.0)
+
+
 def test_refined_component_follows_the_mixture_elbo_gradient():
     # component 0 (joined earlier) gets the path derivative of alpha_0 E_{h_0}[log p - log q]: in
     # expectation the gradient of the mixture's ELBO with respect to its parameters (the dropped
