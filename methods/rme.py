@@ -10,7 +10,7 @@ distribution as possible": an objective that "trades off between the ELBO and a 
 approximate posterior". Everything else below is our choice, each a constructor parameter.
 
 Model. M Gaussian encoders h_0..h_{M-1} (h_0 the shared base encoder, methods.base); amortized
-weights eps_s(x) = sigmoid(w_s^T f_s(x) + b_s) on component s's trunk features (read without
+weights eps_s(x) = sigmoid(r (w_s^T f_s(x) + b_s)) on component s's trunk features (read without
 gradient); alpha_0 = prod_s (1 - eps_s), alpha_j = eps_j prod_{s>j} (1 - eps_s). `mixing_weights(x)`
 gives alpha(x) (B, M); `diagnostics(x)` their batch means (`weight_j`), kept in each record.
 
@@ -28,7 +28,8 @@ Objectives (one Adam, one loss whose value is minus the mixture ELBO, gradients 
 - so do their weights (`refine_weights`): with them frozen at the end of their stage, RME(4) on
   MNIST (claims profile, one split, 300 test images) ended with component ELBOs 615.7 / 622.3 /
   625.8 / 611.6 at weights 0.81 / 0.09 / 0.07 / 0.03: a mixture ELBO of 616.8, 9 nats below its
-  best component (the heads could not follow the components they weigh);
+  best component (the heads could not follow the components they weigh); with refine_previous
+  False the earlier components and their weights are frozen alike, whatever refine_weights says;
 - the weights learn on the mixture ELBO (`precondition_weights`: their gradient divided by
   eps (1 - eps), an unbiased rescaling, so it does not vanish at small eps; no clip: a per-example
   clip biased it against the finite-difference gradient on MNIST and drove eps_1 to ~1e-8);
@@ -70,12 +71,13 @@ Measured on MNIST (d = 10, 12k training images, 6 epochs of batch 64, one split;
 cap as well 0.82 / 0.19 (493.9); RME(4) 0.81 / 0.09 / 0.05 / 0.05 (501.4). The claims-profile
 weights and the paired comparison with the VAE are in the README.
 
-Not solved: in RME(4) a late joiner starts as a near-duplicate of the latest component, the mixture
-ELBO takes the weight back (a duplicate adds no entropy), the decoder then fits the components that
-hold the weight, and the newcomer, trained on its own ELBO, falls 5-20 nats behind them within one
-epoch (from the start of stage 3: comps 0 / 1 frozen at 590, the newcomer at 572 after 120 steps
-while they rose to 600; with the decoder fixed, the same newcomer rose from 590 to 601 in 60 steps,
-so its gradient is right). Its weight then ends near 0.
+Why late joiners lost their weight at r = 1: a joiner starts as a near-duplicate of the latest
+component, the mixture ELBO takes the weight back (a duplicate adds no entropy), the decoder then
+fits the components that hold the weight, and the newcomer, trained on its own ELBO, fell 5-20 nats
+behind them within one epoch (from the start of stage 3, earlier components frozen: all three at
+590, then after 120 steps the newcomer at 572 and the frozen ones at 596-600; with the decoder
+fixed, the same newcomer rose from 590 to 601 in 60 steps, so its gradient is right). At r = 0.05
+the weights move slowly enough for the newcomer to become different first (table above).
 """
 
 from __future__ import annotations
@@ -93,16 +95,17 @@ from .networks import GaussianEncoder
 from .registry import register
 
 WARM_STARTS = (False, True, "none", "copy", "trunk")
-# below this weight a training component's z-gradient, which passes through alpha_j and back
-# (loss), is no longer restored in full; float32's smallest normal number is 1.2e-38
-MIN_SCALED_WEIGHT = 1e-30
+# a training component's z-gradient passes through alpha_j and back (loss); below this weight its
+# whole criterion is scaled by alpha_j / MIN_SCALED_WEIGHT instead (float32's decoder gradients,
+# ~alpha_j / batch x activations, would otherwise near its smallest normal number, 1.2e-38; in
+# float16 the clamp itself would be 0)
+MIN_SCALED_WEIGHT = 1e-20
 MAX_GRADIENT_SCALE = 1e6  # 1 / (eps (1 - eps)) is capped: below eps ~ 1e-6 the gradient shrinks again
 
 
 class _PreconditionLogit(torch.autograd.Function):
     """Identity on the logits (B, 1) of eps; backward: the gradient divided by eps (1 - eps), i.e.
-    the gradient with respect to eps, clipped per example to MAX_WEIGHT_GRADIENT nats (over the
-    batch size: the loss is a batch mean)."""
+    the gradient with respect to eps (unclipped; the scale itself is capped at MAX_GRADIENT_SCALE)."""
 
     @staticmethod
     def forward(ctx, logit):
@@ -271,7 +274,7 @@ class RME(EncoderModel):
             # (B, 1): eps_j = sigmoid(logit); weight_rate sets how fast Adam moves the logit
             logit = self.weight_rate * self.weight_heads[j - 1](features.detach())
             if precondition and self.weight_heads[j - 1].bias.requires_grad and torch.is_grad_enabled():
-                # d/d logit = eps (1 - eps) d/d eps vanishes as eps -> 0: divide it out (and clip)
+                # d/d logit = eps (1 - eps) d/d eps vanishes as eps -> 0: divide it out
                 logit = precondition_logit(logit)
             log_weights = torch.cat([log_weights + F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
             prefix.append(log_weights)
@@ -323,7 +326,11 @@ class RME(EncoderModel):
         # alpha_j: right for the decoder and for a refined component (alpha_j E_{h_j}[log p - log q]),
         # but a training component's criterion C_j has coefficient 1, so its z_j's gradient is
         # divided by alpha_j on the way back (`scale_gradient`); frozen components' z is held.
-        z_in = [scale_gradient(z_live[j], 1 / weights[:, j].clamp(min=MIN_SCALED_WEIGHT)) if j in training
+        # Below MIN_SCALED_WEIGHT the whole criterion is scaled by `restore` = alpha_j / MIN (< 1),
+        # log p's part and the rest alike, rather than losing log p's part to underflow.
+        floor = {j: weights[:, j].clamp(min=MIN_SCALED_WEIGHT) for j in training}
+        restore = {j: weights[:, j] / floor[j] for j in training}  # 1 unless alpha_j < MIN
+        z_in = [scale_gradient(z_live[j], 1 / floor[j]) if j in training
                 else z_live[j] if j in refining else z_mix[j] for j in range(n)]
         log_p = self.log_joint(x, torch.stack(z_in))  # (n, B)
         mixture_elbo = (q.weights.transpose(0, 1) * (log_p - held.log_prob(z_mix))).sum(0)
@@ -338,6 +345,7 @@ class RME(EncoderModel):
                                             fixed_stds[:, :j])
                 divergence = capped_divergence(log_h, reference.log_prob(z), self.divergence_cap)
                 criterion = criterion + self.divergence_weight * divergence
+            criterion = restore[j] * criterion
             criteria = criteria + (criterion - criterion.detach())  # gradient only
         for j in refining:
             # earlier components follow the mixture ELBO: alpha_j E_{h_j}[log p - log q] by its

@@ -15,6 +15,7 @@ from methods import NetConfig, get_method
 from methods.likelihoods import GaussianLikelihood
 from methods.me import GaussianMixture, stratified_elbo
 from methods.rme import (
+    MIN_SCALED_WEIGHT,
     RME,
     capped_divergence,
     precondition_logit,
@@ -451,6 +452,25 @@ def test_rme_loss_gives_each_part_the_gradient_of_its_own_objective(refine):
         torch.testing.assert_close(g, expected[name], rtol=1e-9, atol=1e-12, msg=name)
 
 
+def test_a_training_component_below_the_smallest_scaled_weight_keeps_its_whole_criterion():
+    # alpha_1 = e^-57.5 ~ 1e-25 < MIN_SCALED_WEIGHT: the component's criterion C_1 is scaled as a
+    # whole by alpha_1 / MIN, log p's part (through z) and the rest (-log h, lam D) alike
+    model = build("rme", 2, precondition_weights=False).double()
+    model.on_epoch_start(1, 2)
+    with torch.no_grad():
+        model.weight_heads[0].bias.fill_(-57.5 / model.weight_rate)
+    x = torch.rand(1, *NET.image_shape, dtype=F64)
+    expected = objective_gradients(model, x, seed=5)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    model.loss(x).backward()
+    restore = model.mixing_weights(x)[0, 1].item() / MIN_SCALED_WEIGHT
+    assert 1e-7 < restore < 1e-3
+    for name, p in model.components[1].named_parameters():
+        torch.testing.assert_close(p.grad, restore * expected[f"components.1.{name}"],
+                                   rtol=1e-7, atol=0, msg=name)
+
+
 def test_earlier_weights_learn_only_with_refine_weights():
     x = torch.rand(4, *NET.image_shape, dtype=F64)
     for refine_weights in (True, False):
@@ -557,7 +577,7 @@ def test_weight_gradient_is_d_elbo_d_eps_unclipped():
 def test_rme_loss_is_minus_the_mixture_elbo_in_value():
     model = spread_rme(build("rme", 3)).double()
     x = torch.rand(1, *NET.image_shape, dtype=F64).expand(4000, -1, -1, -1)  # 4000 draws
-    model.on_epoch_start(2, 3)  # starts [0, 1, 2]: components 0, 1 frozen, 2 training
+    model.on_epoch_start(2, 3)  # starts [0, 1, 2]: components 0, 1 refined, 2 training
     torch.manual_seed(0)
     loss = model.loss(x).item()
     with torch.no_grad():
