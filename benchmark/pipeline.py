@@ -432,6 +432,7 @@ def launch_runs(sweep: Sweep, pending, cluster) -> list[dict] | None:
 
         est = estimate_sweep(pending, r.results_dir, jobs=r.jobs,
                              gpu=sweep.device.startswith("cuda"))
+        pending = est.launch_order(pending)  # longest expected first: no long run left for last
         progress = RunProgress(pending, {k: c.seconds for k, c in est.runs.items()},
                                workers=est.workers, quiet=r.quiet)
     results = launch(pending, launcher=r.launcher, jobs=r.jobs, cluster_profile=cluster,

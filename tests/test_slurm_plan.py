@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
@@ -263,6 +264,14 @@ def test_one_cost_model_for_local_and_slurm(mnist_root, tmp_path):
                                     "b": estimate.RunEstimate(1.0, "x"),
                                     "c": estimate.RunEstimate(1.0, "x")}, workers=2)
     assert sweep.wall_seconds == 3.0  # b and c share the second slot while a runs
+    # launched longest expected first: in table order (1, 1, 3) two slots would take 4
+    Task = collections.namedtuple("Task", "key")
+    late = estimate.SweepEstimate({"b": estimate.RunEstimate(1.0, "x"),
+                                   "c": estimate.RunEstimate(1.0, "x"),
+                                   "a": estimate.RunEstimate(3.0, "x"),
+                                   "u": estimate.RunEstimate(None, "none")}, workers=2)
+    assert [t.key for t in late.launch_order([Task(k) for k in "bcau"])] == ["u", "a", "b", "c"]
+    assert late.wall_seconds == 3.0
     array = estimate.estimate_array([[vae, gpvae]], 2, [on_gpu])
     lows, highs = array.job_seconds
     per_run = [array.runs[vae.key].seconds, array.runs[gpvae.key].seconds]
