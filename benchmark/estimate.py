@@ -22,9 +22,10 @@ The per-image costs come from, in this order:
      iaf of the same k, me/rme with m components = m x vae);
 3. measured records made on the other device type (said so: a CPU time is no GPU time).
 
-A sweep: locally, the runs in order, each started when one of min(--jobs, cores) slots comes free,
-as the local launcher does (one slot on a GPU); on Slurm, per job of packed runs from "fully
-overlapping" (its longest run) to "back to back" (their sum), and in total jobs x GPUs x job time.
+A sweep: locally, the runs longest expected first (the order the pipeline launches them in), each
+started when one of min(--jobs, cores) slots comes free (one slot on a GPU); on Slurm, per job of
+packed runs from "fully overlapping" (its longest run) to "back to back" (their sum), and in total
+jobs x GPUs x job time.
 """
 
 from __future__ import annotations
