@@ -103,27 +103,6 @@ MIN_SCALED_WEIGHT = 1e-20
 MAX_GRADIENT_SCALE = 1e6  # 1 / (eps (1 - eps)) is capped: below eps ~ 1e-6 the gradient shrinks again
 
 
-class _PreconditionLogit(torch.autograd.Function):
-    """Identity on the logits (B, 1) of eps; backward: the gradient divided by eps (1 - eps), i.e.
-    the gradient with respect to eps (unclipped; the scale itself is capped at MAX_GRADIENT_SCALE)."""
-
-    @staticmethod
-    def forward(ctx, logit):
-        eps = torch.sigmoid(logit)
-        ctx.save_for_backward((1 / (eps * (1 - eps))).clamp(max=MAX_GRADIENT_SCALE))
-        return logit.view_as(logit)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (scale,) = ctx.saved_tensors
-        return grad * scale
-
-
-def precondition_logit(logit: torch.Tensor) -> torch.Tensor:
-    """`logit` (B, 1) in the forward pass; see _PreconditionLogit for the backward pass."""
-    return _PreconditionLogit.apply(logit)
-
-
 class _ScaleGradient(torch.autograd.Function):
     """Identity on z (B, d); backward: the gradient times `scale` (B,), per example."""
 
@@ -141,6 +120,14 @@ class _ScaleGradient(torch.autograd.Function):
 def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """`z` in the forward pass; its gradient multiplied by `scale` (one factor per example)."""
     return _ScaleGradient.apply(z, scale)
+
+
+def precondition_logit(logit: torch.Tensor) -> torch.Tensor:
+    """`logit` (B, 1) of eps in the forward pass; backward: the gradient divided by eps (1 - eps),
+    i.e. the gradient with respect to eps (unclipped; the scale itself is capped at
+    MAX_GRADIENT_SCALE)."""
+    eps = torch.sigmoid(logit.detach())
+    return scale_gradient(logit, (1 / (eps * (1 - eps))).clamp(max=MAX_GRADIENT_SCALE).squeeze(-1))
 
 
 def capped_divergence(log_h: torch.Tensor, log_q: torch.Tensor, cap: float) -> torch.Tensor:
