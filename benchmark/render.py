@@ -52,10 +52,27 @@ class TableData:
     failed: dict = field(default_factory=dict)  # {(dataset, dim, method, variant): count}
     caption: str = ""
     legend: str = ""
+    # {(dataset, dim): {(method, variant): {split: value}}}: each cell's best-restart value per
+    # split (split_values), for the paired differences of the comparison with the paper
+    splits: dict = field(default_factory=dict)
+    # {dataset: likelihood_text.ColumnLikelihood}; empty: specs/datasets.yaml's
+    likelihoods: dict = field(default_factory=dict)
 
     @property
     def columns(self) -> list[tuple[str, int]]:
         return [(ds, dim) for ds in self.spec.datasets for dim in self.spec.dims]
+
+
+def split_values(frame) -> dict:
+    """TableData.splits from a records frame (benchmark.aggregate.records_frame): per cell the
+    value of the restart kept for each split (the best validation IWAE, as in the table)."""
+    from .aggregate import best_restarts
+
+    out: dict = {}
+    for row in best_restarts(frame).itertuples(index=False):
+        cell = out.setdefault((row.dataset, int(row.dim)), {}).setdefault((row.method, row.variant), {})
+        cell[int(row.split)] = float(row.value)
+    return out
 
 
 def _number(x: float) -> str:
@@ -373,36 +390,57 @@ def column_label(column: tuple[str, int], sep: str = " ") -> str:
     return f"{DATASET_LABELS.get(ds, ds)}{sep}dim(z)={dim}"
 
 
-def _paper_text(cell, mark: str | None, printed: bool, fmt: str) -> str:
-    """A paper cell (PaperCell or None) as printed, coloured by its mark where known."""
+OUT_OF_REACH = {"md": " (out of reach)", "html": " (out of reach)", "tex": r"\,$^{\dagger}$"}
+OUT_OF_REACH_TEX_NOTE = r"$^{\dagger}$: above our ceiling, out of reach."
+
+
+def _paper_text(cell, mark: str | None, printed: bool, fmt: str, out_of_reach: bool = False) -> str:
+    """A paper cell (PaperCell or None) as printed, coloured by its mark where known, and marked
+    when it is above our likelihood's ceiling."""
     if cell is None:
         return "-"
     mean = f"{cell.mean:g}" if cell.std is None else f"{cell.mean:.1f}"
     colour = MARK_COLOUR[mark] if mark and (printed or mark == "best") else None
     body = styled(mean, colour, fmt)
-    if cell.std is None:
-        return body
-    return body + {"tex": rf"$^{{{cell.std:.1f}}}$", "html": f"<sup>{cell.std:.1f}</sup>",
-                   "md": f" ± {cell.std:.1f}"}[fmt]
+    if cell.std is not None:
+        body += {"tex": rf"$^{{{cell.std:.1f}}}$", "html": f"<sup>{cell.std:.1f}</sup>",
+                 "md": f" ± {cell.std:.1f}"}[fmt]
+    return body + (OUT_OF_REACH[fmt] if out_of_reach else "")
 
 
 MARK_COLOUR = {"best": "red", "tie": "blue", "plain": None}
-COMPARISON_STATS_HEADERS = ["column", "n", "Kendall tau", "p", "our best", "paper best",
-                            "significance pattern vs the paper"]
+COMPARISON_STATS_HEADERS = ["column", "n", "Kendall tau", "p", "same sign vs VAE", "our best",
+                            "paper best", "significance pattern vs the paper"]
+_PAPER_SEP = {"md": "<br>paper: ", "html": "<br><small>paper: </small>", "tex": " / "}
+_LABEL = {"md": str, "html": html.escape, "tex": latex_escape}
 
 
-def _side_by_side_rows(data: TableData, paper, paper_marks: dict, fmt: str) -> list[list[str]]:
-    sep = {"md": "<br>paper: ", "html": "<br><small>paper: </small>", "tex": " / "}[fmt]
-    label = {"md": str, "html": html.escape, "tex": latex_escape}[fmt]
+def _ceiling_text(comparison, fmt: str) -> str:
+    lik = comparison.likelihood
+    if lik is None or lik.kind == "unknown":
+        return "not known"
+    if lik.kind == "bernoulli":
+        return "0 (Bernoulli)"
+    if lik.learned:
+        return _LABEL[fmt]("none (sigma_x learned)")
+    return _number(lik.ceiling) if lik.ceiling is not None else "not known"
+
+
+def _side_by_side_rows(data: TableData, paper, paper_marks: dict, comparisons,
+                       fmt: str) -> list[list[str]]:
+    by_column = {c.column: c for c in comparisons}
     rows = []
     for row in data.spec.rows:
         key = (row.method, row.variant)
         cells = []
         for c in data.columns:
             marks, source = paper_marks[c]
-            theirs = _paper_text(paper.column(*c).get(key), marks.get(key), source == "printed", fmt)
-            cells.append(_cell_text(*_status(data, row, c), fmt) + sep + theirs)
-        rows.append([label(row.label), *cells])
+            theirs = _paper_text(paper.column(*c).get(key), marks.get(key), source == "printed",
+                                 fmt, key in by_column[c].out_of_reach)
+            cells.append(_cell_text(*_status(data, row, c), fmt) + _PAPER_SEP[fmt] + theirs)
+        rows.append([_LABEL[fmt](row.label), *cells])
+    if any(c.likelihood is not None for c in comparisons):
+        rows.append(["our ceiling (nats)", *(_ceiling_text(by_column[c], fmt) for c in data.columns)])
     return rows
 
 
@@ -411,55 +449,163 @@ def _fraction(x: float, digits=2) -> str:
 
 
 def _stats_rows(comparisons) -> list[list[str]]:
-    return [[column_label(c.column), str(c.n), _fraction(c.tau), _fraction(c.p_value, 3),
+    def sign(c) -> str:
+        same, n = c.sign_agreement
+        return f"{same}/{n}" if n else "-"
+
+    return [[column_label(c.column), str(c.n), _fraction(c.tau), _fraction(c.p_value, 3), sign(c),
              c.our_best or "-", c.paper_best or "-",
              c.pattern + ("; " + "; ".join(c.differences) if c.differences else "")]
             for c in comparisons]
 
 
-def _comparison_intro(paper) -> str:
-    return (f"Ours (top) and the paper's Table {paper.name.removeprefix('table')} "
-            "(below, as printed) per cell. Colours: ours as in our table; the paper's best mean "
-            "red, its blue rows only where the text preserves its boldface. Kendall tau: our "
-            "ranking of the rows both tables have against the paper's (tau-b, two-sided p).")
+def _signed(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:+.1f}"
+
+
+def _difference_text(d, fmt: str, row_ran: bool = False) -> str:
+    """Ours and the paper's difference from the VAE in one cell: '+12.3 ± 2.1<br>paper: +11.4'
+    ('no VAE': the row ran, the VAE did not)."""
+    if math.isnan(d.ours):
+        ours = "no VAE" if row_ran else "not run"
+    elif not d.paired:
+        ours = f"{_signed(d.ours)} (means)"
+    elif d.n < 2:
+        ours = f"{_signed(d.ours)} (1 split)"
+    else:
+        std = _number(d.ours_std)
+        ours = _signed(d.ours) + {"md": f" ± {std}", "html": f"<sup>{std}</sup>",
+                                  "tex": f"$^{{{std}}}$"}[fmt]
+    return ours + _PAPER_SEP[fmt] + _signed(d.paper)
+
+
+def _difference_rows(data: TableData, comparisons, fmt: str) -> list[list[str]]:
+    by_column = {c.column: {d.key: d for d in c.vae_differences} for c in comparisons}
+    rows = []
+    for row in data.spec.rows:
+        key = (row.method, row.variant)
+        if not all(key in by_column[c] for c in data.columns):
+            continue
+        rows.append([_LABEL[fmt](row.label),
+                     *(_difference_text(by_column[c][key], fmt, key in data.cells.get(c, {}))
+                       for c in data.columns)])
+    return rows
+
+
+def _paper_gaps(data: TableData, paper) -> str:
+    """'MNIST: +11.4 / +13.6 / +27.2 at d = 10 / 20 / 50': the paper's GPVAE - VAE per dataset."""
+    parts = []
+    for ds in data.spec.datasets:
+        dims, gaps = [], []
+        for d, dim in data.columns:
+            cells = paper.column(d, dim) if d == ds else {}
+            if ("gpvae", "default") in cells and ("vae", "default") in cells:
+                dims.append(str(dim))
+                gaps.append(_signed(cells[("gpvae", "default")].mean - cells[("vae", "default")].mean))
+        if gaps:
+            parts.append(f"{DATASET_LABELS.get(ds, ds)}: {' / '.join(gaps)} at d = {' / '.join(dims)}")
+    return "; ".join(parts)
+
+
+def comparison_texts(data: TableData, paper, comparisons, fmt: str = "md") -> list[str]:
+    """The comparison's paragraphs, what transfers first: rankings and differences from the VAE,
+    why nats do not, our likelihood and its ceilings, then how the cells are coloured."""
+    number = paper.name.removeprefix("table")
+    where = {"md": ("(top)", "(below, as printed)"), "html": ("(top)", "(below, as printed)"),
+             "tex": ("(left)", "(right of the slash, as printed)")}[fmt]
+    colours = (f"Cells: ours {where[0]} and the paper's Table {number} {where[1]}. Colours: ours as "
+               "in our table; the paper's best mean red, its blue rows only where the text "
+               "preserves its boldface. Kendall tau: our ranking of the rows both tables have "
+               "against the paper's (tau-b, two-sided p).")
+    liks = list({c.likelihood.dataset: c.likelihood for c in comparisons
+                 if c.likelihood is not None}.values())
+    if not liks:  # a timing table: no likelihood, nothing out of reach
+        return [colours]
+    from .likelihood_text import caption_of
+
+    texts = ["What transfers from the paper's numbers to ours: the ranking of the rows (Kendall tau "
+             "per column) and each method's difference from the VAE (ours: mean ± sample std of "
+             "the per-split paired differences; the paper's: the difference of its printed means), "
+             "above all its sign ('same sign vs VAE' counts the rows that agree)."]
+    if any(lik.kind == "gaussian" for lik in liks):
+        gaps = _paper_gaps(data, paper)
+        texts.append(
+            "The nats themselves do not transfer: at a given reconstruction error, gaps between "
+            "methods scale with the likelihood's scale, about 1/sigma_x^2 for a Gaussian decoder, "
+            "and the paper does not give its sigma_x. So the paper's "
+            + (f"GPVAE - VAE gaps ({gaps})" if gaps else "differences from the VAE")
+            + " are targets only under its convention.")
+    else:
+        texts.append("Bernoulli columns: the paper's likelihood too, so nats are on its scale.")
+    texts.append(caption_of(liks, lead="Our likelihood"))
+    fixed = [c for c in comparisons if c.likelihood is not None and c.likelihood.fixed_sigma]
+    if fixed:
+        n_out = sum(len(c.out_of_reach) for c in fixed)
+        n_all = sum(len(paper.column(*c.column)) for c in fixed)
+        texts.append(f"Paper cells above our ceiling are marked out of reach ({n_out} of {n_all} "
+                     "in the fixed-sigma_x columns): no model under our likelihood can score them.")
+    elif any(lik.kind == "gaussian" for lik in liks):
+        texts.append("A learned sigma_x has no fixed ceiling: no paper cell is out of reach.")
+    return [*texts, colours]
+
+
+def _title(data: TableData) -> str:
+    return f"{data.spec.title}: ours vs the paper"
 
 
 def comparison_markdown(data: TableData, paper, comparisons, paper_marks: dict) -> str:
-    """Ours next to the paper's (`paper_marks`: {column: (marks, source)}, benchmark.analyses.compare)."""
+    """What transfers (rankings, differences from the VAE), then ours next to the paper's
+    (`paper_marks`: {column: (marks, source)}, benchmark.analyses.compare)."""
     headers = [""] + [column_label(c, "<br>") for c in data.columns]
-    side = md_table(headers, _side_by_side_rows(data, paper, paper_marks, "md"))
-    agree = md_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons))
-    return (f"**{data.spec.title}: ours vs the paper**\n\n{_comparison_intro(paper)}\n\n"
-            f"{data.caption}\n\n{side}\n\n{agree}\n")
+    parts = [f"**{_title(data)}**", *comparison_texts(data, paper, comparisons, "md"),
+             md_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons))]
+    diffs = _difference_rows(data, comparisons, "md")
+    if diffs:
+        parts += ["Difference from the VAE (nats), ours and the paper's:", md_table(headers, diffs)]
+    parts += [f"Our table: {data.caption}" if data.caption else "",
+              md_table(headers, _side_by_side_rows(data, paper, paper_marks, comparisons, "md"))]
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def comparison_latex(data: TableData, paper, comparisons, paper_marks: dict) -> str:
     datasets = [ds for ds in data.spec.datasets if any(d == ds for d, _ in data.columns)]
-    side = latex_tabular(
-        [rf"DIM($\mathbf{{z}}$) = {dim}" for _, dim in data.columns],
-        _side_by_side_rows(data, paper, paper_marks, "tex"),
-        groups=[(latex_escape(DATASET_LABELS.get(ds, ds)), sum(1 for d, _ in data.columns if d == ds))
-                for ds in datasets])
+    groups = [(latex_escape(DATASET_LABELS.get(ds, ds)), sum(1 for d, _ in data.columns if d == ds))
+              for ds in datasets]
+    dim_headers = [rf"DIM($\mathbf{{z}}$) = {dim}" for _, dim in data.columns]
     stats_rows = [[latex_escape(c) for c in r] for r in _stats_rows(comparisons)]
-    agree = latex_tabular([latex_escape(h) for h in COMPARISON_STATS_HEADERS[1:]],
-                          [r for r in stats_rows], column_format="lrrrllp{0.4\\linewidth}",
-                          corner=latex_escape(COMPARISON_STATS_HEADERS[0]))
-    caption = latex_caption(data.spec.title, "Ours / the paper's, per cell.", data.caption)
-    legend = latex_escape(_comparison_intro(paper).replace("(top)", "(left)")
-                          .replace("(below, as printed)", "(right of the slash, as printed)"))
-    return latex_float([side, agree], caption=caption, label=f"tab:{data.spec.name}-vs-paper",
-                       legend=legend, title=f"{data.spec.title}: ours vs the paper")
+    tabulars = [latex_tabular([latex_escape(h) for h in COMPARISON_STATS_HEADERS[1:]], stats_rows,
+                              column_format="lrrrrllp{0.33\\linewidth}",
+                              corner=latex_escape(COMPARISON_STATS_HEADERS[0]))]
+    diffs = _difference_rows(data, comparisons, "tex")
+    if diffs:
+        tabulars.append(latex_tabular(dim_headers, diffs, groups=groups,
+                                      corner=r"$-$ VAE"))
+    side = _side_by_side_rows(data, paper, paper_marks, comparisons, "tex")
+    has_ceiling = len(side) > len(data.spec.rows)
+    tabulars.append(latex_tabular(dim_headers, side, groups=groups,
+                                  rule_before=(len(side) - 1,) if has_ceiling else ()))
+    caption = latex_caption(
+        data.spec.title, "What transfers (rankings; differences from the VAE, ours / the paper's), "
+        "then ours / the paper's per cell.", data.caption)
+    legend = latex_escape(" ".join(comparison_texts(data, paper, comparisons, "tex")))
+    if any(c.out_of_reach for c in comparisons):
+        legend += " " + OUT_OF_REACH_TEX_NOTE
+    return latex_float(tabulars, caption=caption, label=f"tab:{data.spec.name}-vs-paper",
+                       legend=legend, title=_title(data))
 
 
 def comparison_html(data: TableData, paper, comparisons, paper_marks: dict) -> str:
-    title = f"{data.spec.title}: ours vs the paper"
-    return html_page(
-        title,
-        html_paragraphs(_comparison_intro(paper)) + f"<p>{html.escape(data.caption)}</p>"
-        + html_table([""] + [column_label(c, "<br>") for c in data.columns],
-                     _side_by_side_rows(data, paper, paper_marks, "html"), escape=False,
-                     escape_headers=False)
-        + html_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons)))
+    headers = [""] + [column_label(c, "<br>") for c in data.columns]
+    body = (html_paragraphs(*comparison_texts(data, paper, comparisons, "html"))
+            + html_table(COMPARISON_STATS_HEADERS, _stats_rows(comparisons)))
+    diffs = _difference_rows(data, comparisons, "html")
+    if diffs:
+        body += (html_paragraphs("Difference from the VAE (nats), ours and the paper's:")
+                 + html_table(headers, diffs, escape=False, escape_headers=False))
+    body += (html_paragraphs(f"Our table: {data.caption}" if data.caption else "")
+             + html_table(headers, _side_by_side_rows(data, paper, paper_marks, comparisons, "html"),
+                          escape=False, escape_headers=False))
+    return html_page(_title(data), body)
 
 
 # ---------------------------------------------------------------------------- timing tables

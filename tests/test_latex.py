@@ -13,6 +13,7 @@ import pytest
 from benchmark import timing
 from benchmark.aggregate import floors, low_power_note, records_frame, summarize
 from benchmark.analyses import compare
+from benchmark.likelihood_text import likelihood_caption
 from benchmark.paper_tables import load_paper_table
 from benchmark.render import TableData, latex_escape, to_latex
 from benchmark.specs import load_table_spec
@@ -121,11 +122,26 @@ def test_table_compiles_and_fits_the_page(tmp_path, missing):
         assert "¡" not in text and "¿" not in text
 
 
+def test_caption_states_the_likelihood_escaped():
+    """build_table's caption ends with likelihood_caption; in LaTeX its sigma_x and <= are text."""
+    data = table1()
+    data.caption = " ".join([CAPTION, likelihood_caption(data.spec.datasets),
+                             likelihood_caption(["binarized_mnist"])])
+    caption = next(line for line in to_latex(data).splitlines() if line.startswith(r"\caption{"))
+    assert (r"Likelihood: MNIST and OMNIGLOT: Gaussian, sigma\_x learned (one global value, from "
+            r"0.1; no fixed ceiling).") in caption
+    assert r"Bernoulli (log p(x) \ensuremath{\leq} 0)." in caption
+
+
 def test_comparison_with_the_paper_compiles(tmp_path):
-    """tableN_vs_paper.tex goes through the same LaTeX path: booktabs, escaped, fits the page."""
+    """tableN_vs_paper.tex goes through the same LaTeX path: booktabs, escaped, fits the page;
+    what transfers (rankings, differences from the VAE) comes first, the cells last."""
     tex = compare.to_latex(table1(), load_paper_table("table1"))
     assert r"\toprule" in tex and r"\multicolumn{3}{c}{MNIST}" in tex and "Kendall tau" in tex
     assert tex.splitlines()[2] == r"% \usepackage{booktabs,xcolor,graphicx}"
+    assert tex.count(r"\begin{tabular}") == 3
+    assert tex.index("Kendall tau") < tex.index(r"$-$ VAE") < tex.index("our ceiling (nats)")
+    assert r"Our likelihood: MNIST and OMNIGLOT: Gaussian, sigma\_x learned" in tex
     text = _compile(tmp_path, tex)
     if text:
         assert "¡" not in text and "¿" not in text and "Kendall tau" in text

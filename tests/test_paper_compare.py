@@ -12,6 +12,7 @@ from scipy import stats
 from benchmark.aggregate import Cell
 from benchmark.analyses import compare
 from benchmark.cli import main
+from benchmark.likelihood_text import ColumnLikelihood
 from benchmark.paper_tables import PaperTable, load_paper_table, paper_table_names
 from benchmark.plan import make_plan
 from benchmark.profiles import load_profile
@@ -121,15 +122,16 @@ ROWS = (Row("vae"), Row("sa", (("k", 1),)), Row("sa", (("k", 2),)), Row("gpvae")
 COLUMN = ("mnist", 10)
 
 
-def synthetic(means: dict, marks: dict | None = None) -> TableData:
-    spec = TableSpec("table1", "synthetic", "test_iwae", ("mnist",), (10,), ROWS)
+def synthetic(means: dict, marks: dict | None = None, column=COLUMN, **extra) -> TableData:
+    """One column of our table; `extra`: TableData's splits (paired values) or likelihoods."""
+    spec = TableSpec("table1", "synthetic", "test_iwae", (column[0],), (column[1],), ROWS)
     best = max(means, key=means.get)
     cells = {}
     for key, mean in means.items():
         mark = (marks or {}).get(key, "plain")
         cells[key] = Cell(3, mean, 1.0, best=key == best, p_value=None if key == best else
                           (0.5 if mark == "tie" else 0.001), tie=mark == "tie")
-    return TableData(spec, {COLUMN: cells}, {COLUMN: -2000.0})
+    return TableData(spec, {column: cells}, {column: -2000.0}, **extra)
 
 
 def paper_means(table: PaperTable) -> dict:
@@ -159,8 +161,9 @@ def test_missing_cells_are_left_out_of_the_ranking():
     (result,) = compare.compare(synthetic(ours), paper)
     assert result.n == 3 and result.tau == pytest.approx(1.0)
     md = compare.to_markdown(synthetic(ours), paper)
-    sa2 = next(ln for ln in md.splitlines() if ln.startswith("| SA(2)"))
-    assert "not run" in sa2 and "paper: 682.2 ± 1.5" in sa2
+    diff, side = [ln for ln in md.splitlines() if ln.startswith("| SA(2)")]
+    assert "not run<br>paper: -2.9" in diff  # its difference from the VAE: the paper's only
+    assert "not run" in side and "paper: 682.2 ± 1.5" in side
 
     (single,) = compare.compare(synthetic({("vae", "default"): 1.0}), paper)
     assert single.n == 1 and math.isnan(single.tau)
@@ -216,6 +219,120 @@ def test_no_spread_means_unknown_pattern():
     assert result.paper_best == "VAE"  # lower is better for times
 
 
+# ------------------------------------------------- what transfers: differences, likelihood, ceiling
+
+VAE, GPVAE, SA1, SA2 = (("vae", "default"), ("gpvae", "default"), ("sa", "k1"), ("sa", "k2"))
+
+
+def first_line(text: str, prefix: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith(prefix))
+
+
+def test_paired_differences_from_the_vae_next_to_the_papers():
+    paper = load_paper_table("table1")  # MNIST d=10: VAE 685.1, SA(1) 688.1, GPVAE 696.5
+    splits = {COLUMN: {VAE: {0: 600.0, 1: 602.0, 2: 604.0}, GPVAE: {0: 610.0, 1: 613.0, 2: 613.0},
+                       SA1: {0: 599.0, 1: 601.0}}}
+    means = {k: sum(v.values()) / len(v) for k, v in splits[COLUMN].items()}
+    data = synthetic(means, splits=splits)
+    (result,) = compare.compare(data, paper)
+    diffs = {d.key: d for d in result.vae_differences}
+    assert set(diffs) == {SA1, SA2, GPVAE}  # every row but the VAE
+    g = diffs[GPVAE]  # per split 10, 11, 9
+    assert (g.ours, g.ours_std, g.n, g.paired) == (pytest.approx(10.0), pytest.approx(1.0), 3, True)
+    assert g.paper == pytest.approx(696.5 - 685.1)
+    s1 = diffs[SA1]  # the two splits both rows have: -1, -1; the paper's +3.0: the other sign
+    assert (s1.ours, s1.ours_std, s1.n) == (pytest.approx(-1.0), 0.0, 2) and s1.same_sign is False
+    assert math.isnan(diffs[SA2].ours) and diffs[SA2].same_sign is None
+    assert result.sign_agreement == (1, 2)
+    md = compare.to_markdown(data, paper)
+    assert "+10.0 ± 1.0<br>paper: +11.4" in first_line(md, "| GPVAE")
+    stats_fields = [f.strip() for f in first_line(md, "| MNIST dim(z)=10").strip("|").split("|")]
+    assert stats_fields[4] == "1/2"  # same sign vs VAE: GPVAE yes, SA(1) no
+    assert "+10.0<sup>1.0</sup><br><small>paper: </small>+11.4" in compare.to_html(data, paper)
+    assert r"GPVAE & +10.0$^{1.0}$ / +11.4 \\" in compare.to_latex(data, paper)
+    # a table without per-split values: the difference of the cell means, and it says so
+    (unpaired,) = compare.compare(synthetic(means), paper)
+    g = next(d for d in unpaired.vae_differences if d.key == GPVAE)
+    assert (g.ours, g.paired, math.isnan(g.ours_std)) == (pytest.approx(10.0), False, True)
+    assert "+10.0 (means)<br>paper: +11.4" in compare.to_markdown(synthetic(means), paper)
+
+
+def test_comparison_leads_with_what_transfers():
+    paper = load_paper_table("table1")
+    data = dataclasses.replace(synthetic(paper_means(paper)), caption="Profile 'x'.")
+    md = compare.to_markdown(data, paper)
+    order = [md.index(text) for text in (
+        "What transfers", "about 1/sigma_x^2", "Our likelihood: MNIST: Gaussian, sigma_x learned "
+        "(one global value, from 0.1; no fixed ceiling).", "| column ", "Difference from the VAE",
+        "Our table: Profile 'x'.", "| our ceiling (nats) ")]
+    assert order == sorted(order)
+    assert ("So the paper's GPVAE - VAE gaps (MNIST: +11.4 at d = 10) are targets only under its "
+            "convention.") in md
+    assert "A learned sigma_x has no fixed ceiling: no paper cell is out of reach." in md
+    assert "none (sigma_x learned)" in first_line(md, "| our ceiling (nats)")
+    page = compare.to_html(data, paper)
+    tex = compare.to_latex(data, paper)
+    for text, in_html, in_tex in (
+            ("What transfers", "What transfers", "What transfers"),
+            ("1/sigma_x^2", "1/sigma_x^2", r"1/sigma\_x\textasciicircum{}2"),
+            ("sigma_x learned (one global value", "sigma_x learned (one global value",
+             r"sigma\_x learned (one global value"),
+            ("GPVAE - VAE gaps (MNIST: +11.4 at d = 10)", "GPVAE - VAE gaps (MNIST: +11.4 at d = 10)",
+             "GPVAE - VAE gaps (MNIST: +11.4 at d = 10)")):
+        assert text in md and in_html in page and in_tex in tex, text
+    assert "none (sigma\\_x learned)" in first_line(tex, "our ceiling (nats) &")
+    assert page.index("What transfers") < page.index("Kendall tau</th>") < page.index("our ceiling")
+
+
+def test_paper_cells_above_a_fixed_ceiling_are_out_of_reach():
+    """MNIST d=50 under a fixed sigma_x = 0.1: every paper entry is above the 1084.8-nat ceiling."""
+    paper = load_paper_table("table1")
+    column = ("mnist", 50)
+    fixed = {"mnist": ColumnLikelihood("mnist", "gaussian", 0.1, False, 784)}
+    means = {(r.method, r.variant): 700.0 + i for i, r in enumerate(ROWS)}
+    data = synthetic(means, column=column, likelihoods=fixed)
+    (result,) = compare.compare(data, paper)
+    above = {k for k, c in paper.column(*column).items() if c.mean > 1084.8}
+    assert result.ceiling == pytest.approx(1084.8, abs=0.05)
+    assert set(result.out_of_reach) == above and {VAE, GPVAE} <= above
+    md, page = compare.to_markdown(data, paper), compare.to_html(data, paper)
+    tex = compare.to_latex(data, paper)
+    assert "paper: 1185.7 ± 3.9 (out of reach)" in first_line(md, "| VAE ")
+    assert md.count("(out of reach)") == page.count("(out of reach)") == len(ROWS)
+    assert tex.count(r"\,$^{\dagger}$") == len(ROWS) and r"$^{\dagger}$: above our ceiling" in tex
+    assert (f"Paper cells above our ceiling are marked out of reach ({len(above)} of "
+            f"{len(paper.column(*column))} in the fixed-sigma_x columns)") in md
+    assert "Our likelihood: MNIST: Gaussian, sigma_x fixed at 0.1 (ceiling 1084.8 nats)." in md
+    assert "1084.8" in first_line(md, "| our ceiling (nats)")
+    assert "our ceiling (nats) & 1084.8" in tex and "1084.8</td>" in page
+    # the same column under a learned sigma_x: no fixed ceiling, nothing marked
+    learned = {"mnist": ColumnLikelihood("mnist", "gaussian", 0.1, True, 784)}
+    data = synthetic(means, column=column, likelihoods=learned)
+    (result,) = compare.compare(data, paper)
+    assert result.out_of_reach == () and result.ceiling is None
+    assert "(out of reach)" not in compare.to_markdown(data, paper)
+    assert r"\dagger" not in compare.to_latex(data, paper)
+    # d=10 under the fixed sigma_x: the paper's values are below the ceiling
+    (result,) = compare.compare(synthetic(means, likelihoods=fixed), paper)
+    assert result.out_of_reach == () and result.ceiling == pytest.approx(1084.8, abs=0.05)
+    assert "marked out of reach (0 of 22" in compare.to_markdown(synthetic(means, likelihoods=fixed),
+                                                                  paper)
+
+
+def test_binary_columns_are_on_the_papers_scale():
+    paper = load_paper_table("table4")
+    column = ("binarized_mnist", 50)
+    spec = TableSpec("table4", "t4", "test_iwae", ("binarized_mnist",), (50,), (Row("vae"), Row("gpvae")))
+    data = TableData(spec, {column: {VAE: Cell(3, -90.0, 0.5, p_value=0.001),
+                                     GPVAE: Cell(3, -85.0, 0.5, best=True)}}, {})
+    (result,) = compare.compare(data, paper)
+    assert result.ceiling == 0.0 and result.out_of_reach == ()
+    md = compare.to_markdown(data, paper)
+    assert "Bernoulli columns: the paper's likelihood too, so nats are on its scale." in md
+    assert "sigma_x" not in md and "0 (Bernoulli)" in first_line(md, "| our ceiling (nats)")
+    assert "Our likelihood: Binary MNIST (CNN): Bernoulli (log p(x) <= 0)." in md
+
+
 # ------------------------------------------------------------------ the command
 
 
@@ -253,7 +370,19 @@ def test_compare_paper_command_on_synthetic_records(tmp_path, capsys):
     for ln in stats_rows:
         fields = [f.strip() for f in ln.strip("|").split("|")]
         assert fields[1:3] == ["22", "1.00"]  # our means are the paper's shifted: same ranking
+        same, n = map(int, fields[4].split("/"))
+        assert same == n >= 20  # and the same differences from the VAE
     assert "OMNIGLOT" in md and "not run (data missing)" in md  # no OMNIGLOT under the data root
+    # what transfers leads; the paper's gaps are targets under its convention only
+    assert md.index("What transfers") < md.index("| column ") < md.index("| our ceiling (nats) ")
+    assert "GPVAE - VAE gaps (MNIST: +11.4 / +13.6 / +27.2 at d = 10 / 20 / 50; OMNIGLOT:" in md
+    gpvae = first_line(md, "| GPVAE")  # the differences table comes first: paired, per split
+    assert "+11.4 ± 0.0<br>paper: +11.4" in gpvae and "+27.2 ± 0.0<br>paper: +27.2" in gpvae
+    # the table's caption and the comparison state the likelihood (specs/datasets.yaml: learned)
+    learned = ("MNIST and OMNIGLOT: Gaussian, sigma_x learned (one global value, from 0.1; no fixed "
+               "ceiling).")
+    assert f"Likelihood: {learned}" in (tables / "table1.md").read_text()
+    assert f"Our likelihood: {learned}" in md and "(out of reach)" not in md
     index = (tables / "index.html").read_text()
     assert "table1_vs_paper" in index and "ours vs the paper" in index
 

@@ -59,6 +59,7 @@ def test_table4_smoke_on_real_binarized_mnist(binarized_mnist_root, tmp_path, ca
     vae = next(line for line in md.splitlines() if line.startswith("| VAE "))
     assert vae.count("(n<2: no test") == 2  # one split: each column has its number, no spread
     assert "| VLAE(4) " in md and "| GPVAE " in md
+    assert "Likelihood: Binary MNIST (CNN) and Binary MNIST (FC): Bernoulli (log p(x) <= 0)." in md
 
 
 TINY_PROFILE = """description: tiny, for tests on tiny fixture files
@@ -108,5 +109,7 @@ def test_table2_row_on_tiny_official_svhn_and_celeba(tmp_path, monkeypatch, caps
                      "celeba": {"train": 16, "val": 2, "test": 2}}
     md = (results / "tables" / "table2.md").read_text()
     assert "SVHN<br>dim(z)=10" in md and "CelebA<br>dim(z)=10" in md
+    assert ("Likelihood: SVHN and CelebA: Gaussian, sigma_x learned (one global value, from 0.1; "
+            "no fixed ceiling).") in md
     vae = next(line for line in md.splitlines() if line.startswith("| VAE "))
     assert vae.count("(n<2: no test") == 2  # one cell per dataset at dim 10
