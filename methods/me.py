@@ -143,7 +143,7 @@ class WeightTrace:
         if len(self.weights) < self.steps:
             self.weights.append([round(float(w), 5) for w in weights.mean(0)])
             self.terms.append([round(float(t), 2) for t in terms.mean(1)])
-        total = weights.sum(0).double().cpu()
+        total = weights.sum(0).double()  # stays on the device: no sync a step after the trace
         self._epoch_sum = total if self._epoch_sum is None else self._epoch_sum + total
         self._epoch_count += len(weights)
 

@@ -1,19 +1,26 @@
-"""Grid posterior math against closed forms; the figure command end to end on tiny settings."""
+"""Grid posterior math and Figure 1's metrics against closed forms, its statistics against direct
+computations, and the figure command end to end on tiny settings (two models)."""
 
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch.distributions import MultivariateNormal
 
 from benchmark import cli
 from benchmark.analyses import figures
 from benchmark.analyses.grid_posterior import (
+    count_modes,
+    gauss_hermite_2d,
     grid_log_joint,
     grid_moments,
+    kl_gaussian_to_posterior,
     kl_to_moment_matched,
     make_grid,
+    make_grids,
     normalise,
     refined_posterior,
 )
@@ -49,8 +56,9 @@ class LinearGaussianModel:
         return mean, cov
 
     def log_evidence(self, x):
-        cov = self.W @ self.W.T + self.s**2 * torch.eye(4)
-        return MultivariateNormal(self.c, cov).log_prob(x.reshape(len(x), 4))
+        """In float64: with a small s the covariance is near singular and float32 is off by 0.02."""
+        cov = self.W.double() @ self.W.double().T + self.s**2 * torch.eye(4, dtype=torch.float64)
+        return MultivariateNormal(self.c.double(), cov).log_prob(x.reshape(len(x), 4).double())
 
 
 def images(n=3, seed=1):
@@ -82,8 +90,9 @@ def test_zoomed_grids_find_and_resolve_a_narrow_posterior():
     points, _, _, area = make_grid([-6.0, -6.0], [6.0, 6.0], 61)
     coarse_kl = kl_to_moment_matched(normalise(grid_log_joint(model, x, points), area)[0],
                                      points, area)
-    log_mass, pts, areas = refined_posterior(model, x, points, area, n=25)
+    log_mass, pts, areas, log_evidence = refined_posterior(model, x, points, area, n=25)
     grid_mean, grid_cov = grid_moments(log_mass, pts, areas)
+    assert log_evidence == pytest.approx(model.log_evidence(x), abs=1e-3)
     sd = cov.diagonal().sqrt().min().item()
     assert sd < 0.05
     assert grid_mean == pytest.approx(mean.double(), abs=0.01 * sd)
@@ -105,6 +114,105 @@ def test_kl_of_two_separated_modes_is_the_closed_form():
     assert kl_to_moment_matched(log_mass, points, area).item() == pytest.approx(expected, rel=1e-3)
 
 
+def gaussian_kl(m0, s0, m1, s1):
+    """KL(N(m0, S0) || N(m1, S1)) in closed form (float64)."""
+    m0, s0, m1, s1 = (t.double() for t in (m0, s0, m1, s1))
+    inv = torch.linalg.inv(s1)
+    diff = (m1 - m0).unsqueeze(-1)
+    return 0.5 * (torch.einsum("...ii->...", inv @ s0) + (diff.transpose(-1, -2) @ inv @ diff)[..., 0, 0]
+                  - 2 + torch.logdet(s1) - torch.logdet(s0))
+
+
+def test_gauss_hermite_rule_integrates_gaussian_moments():
+    nodes, weights = gauss_hermite_2d(8)
+    assert weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert (weights[:, None] * nodes).sum(0).tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    second = torch.einsum("g,gi,gj->ij", weights, nodes, nodes)
+    assert second == pytest.approx(torch.eye(2, dtype=torch.float64), abs=1e-12)
+    assert (weights * nodes[:, 0] ** 4).sum().item() == pytest.approx(3.0, abs=1e-10)
+
+
+def test_kl_from_a_gaussian_to_the_posterior_is_the_closed_form():
+    """Linear Gaussian model: p(z|x) = N(mean, cov) exactly and log p(x, z) is quadratic in z, so
+    Gauss-Hermite is exact; the base-encoder-like diagonal Gaussian and the posterior itself (KL 0)."""
+    model, x = LinearGaussianModel(), images()
+    mean, cov = model.exact_posterior(x)
+    log_evidence = model.log_evidence(x)
+    other_mean = mean + torch.tensor([0.3, -0.2])
+    other_sd = torch.tensor([[0.5, 0.2], [0.3, 0.4], [0.25, 0.25]])
+    got = kl_gaussian_to_posterior(model, x, other_mean, torch.diag_embed(other_sd), log_evidence,
+                                   n=6)
+    expected = gaussian_kl(other_mean, torch.diag_embed(other_sd.square()), mean, cov.expand(3, 2, 2))
+    assert got.double() == pytest.approx(expected, abs=1e-3)
+    same = kl_gaussian_to_posterior(model, x, mean, torch.linalg.cholesky(cov).expand(3, 2, 2),
+                                    log_evidence, n=6)
+    assert same.abs().max().item() < 1e-3
+
+
+def _two_mode_grid(a, second_height, n=61):
+    points, _, _, area = make_grid([-4.0, -4.0], [4.0, 4.0], n)
+    z1, z2 = points[:, 0].double(), points[:, 1].double()
+    log_density = torch.logaddexp(-0.5 * ((z1 - a) / 0.3) ** 2,
+                                  math.log(second_height) - 0.5 * ((z1 + a) / 0.3) ** 2) - 0.5 * z2**2
+    return normalise(log_density.unsqueeze(0).float(), area)[0]
+
+
+def test_modes_are_counted_on_the_log_scale_within_12_nats_of_the_peak():
+    assert count_modes(_two_mode_grid(2.0, 1.0), 61).tolist() == [2]
+    assert count_modes(_two_mode_grid(2.0, math.exp(-8)), 61).tolist() == [2]  # 8 nats lower
+    assert count_modes(_two_mode_grid(2.0, math.exp(-15)), 61).tolist() == [1]  # 15 nats lower
+    assert count_modes(_two_mode_grid(0.0, 1.0), 61).tolist() == [1]  # one Gaussian
+    # a slope that rises out of the grid is not a mode; the peak on the edge still counts once
+    lo, hi = torch.tensor([[0.0, -1.0]]), torch.tensor([[2.0, 1.0]])
+    pts, area = make_grids(lo, hi, 21)
+    slope = -0.5 * ((pts[0, :, 0] - 3.0) ** 2 + pts[0, :, 1] ** 2)
+    assert count_modes(normalise(slope[None], area)[0], 21).tolist() == [1]
+
+
+def test_partial_spearman_removes_what_the_covariate_explains():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=400)
+    u, y = v + 0.3 * rng.normal(size=400), v + 0.3 * rng.normal(size=400)
+    raw = figures.spearman_with_ci(u, y)
+    part = figures.partial_spearman(u, y, v)
+    assert raw["rho"] > 0.8 and raw["ci"][0] < raw["rho"] < raw["ci"][1]
+    assert abs(part["rho"]) < 0.15 and part["p"] > 0.01
+    # the formula is the correlation of the ranks' residuals after regressing out the covariate
+    ranks = [stats.rankdata(a) for a in (u, y, v)]
+    design = np.stack([np.ones(400), ranks[2]], 1)
+    res = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in ranks[:2]]
+    assert part["rho"] == pytest.approx(np.corrcoef(res)[0, 1], abs=1e-12)
+    w = u + 0.5 * rng.normal(size=400)  # a real association beyond the covariate
+    assert figures.partial_spearman(u + w, y + w, v)["rho"] > 0.3
+
+
+def test_combined_test_is_a_t_test_of_the_models_fisher_z():
+    rhos = [0.15, 0.22, 0.18, 0.12, 0.25]
+    got = figures.combine(rhos + [None])  # a model without a finite rho is left out
+    z = np.arctanh(rhos)
+    assert got["n"] == 5 and got["df"] == 4 and got["positive"] == 5
+    assert got["mean_rho"] == pytest.approx(np.mean(rhos))
+    assert got["p_two_sided"] == pytest.approx(stats.ttest_1samp(z, 0).pvalue)
+    assert got["p_two_sided"] < 0.01 and got["wilcoxon_p"] == pytest.approx(0.0625)
+    assert 0 < got["mde_rho"] < 1
+    neg = figures.combine([-r for r in rhos])
+    assert neg["mean_rho"] < 0 and neg["p_two_sided"] == pytest.approx(got["p_two_sided"])
+    assert figures.combine([0.2])["p_two_sided"] is None  # one model: no test
+
+
+def test_trunk_health_counts_dead_inputs_and_input_dependence():
+    live = torch.rand(10, 4) + 0.1
+    dead_on_three = live.clone()
+    dead_on_three[:3] = 0.0
+    constant = torch.ones(10, 4)
+    got = figures.trunk_health({"psi_m": dead_on_three, "psi_s": constant})
+    assert got["psi_m"]["dead_share"] == pytest.approx(0.3)
+    assert got["psi_s"]["dead_share"] == 0.0 and got["psi_s"]["input_dependence"] == 0.0
+    assert got["psi_m"]["input_dependence"] > 0 and got["either_dead_share"] == pytest.approx(0.3)
+    assert figures.trunk_health({"psi_m": torch.zeros(5, 3), "psi_s": live[:5]})[
+        "either_dead_share"] == 1.0
+
+
 def test_pick_six_is_ordered_from_lowest_to_highest():
     u = torch.tensor([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0])
     picked = figures.pick_six(u)
@@ -112,8 +220,9 @@ def test_pick_six_is_ordered_from_lowest_to_highest():
     assert picked[0] == 9 and picked[-1] == 2 and len(set(picked)) == 6
 
 
-TINY = ["--epochs", "1", "--train-size", "256", "--val-size", "64", "--batch-size", "64",
-        "--subset", "12", "--grid", "21", "--zoom-grid", "9", "--fine-grid", "21"]
+TINY = ["--seeds", "2", "--epochs", "2", "--patience", "1", "--train-size", "256",
+        "--val-size", "64", "--batch-size", "64", "--subset", "12", "--grid", "21",
+        "--zoom-grid", "9", "--fine-grid", "21", "--quadrature", "4"]
 
 
 def test_figure_command_on_tiny_settings(mnist_root, tmp_path, capsys):
@@ -124,19 +233,43 @@ def test_figure_command_on_tiny_settings(mnist_root, tmp_path, capsys):
     for name in ("figure1.png", "figure2.png"):
         assert (fig_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = json.loads((fig_dir / "figure1_spearman.json").read_text())
-    assert res["n"] == 12 and -1 <= res["spearman_rho"] <= 1 and 0 <= res["p_value"] <= 1
-    assert f"n = {res['n']}" in out and res["trained_now"]
+    # top level: the combined result across models, as claims.py reads it
+    assert res["n"] == 2 and len(res["per_seed"]) == 2 and res["trained_now"]
+    rhos = [s["metrics"]["kl_to_moment_matched"]["rho"] for s in res["per_seed"]]
+    assert res["spearman_rho"] == pytest.approx(sum(rhos) / 2)
+    assert res["p_value"] == res["combined"]["kl_to_moment_matched"]["p_two_sided"]
+    assert 0 <= res["p_value"] <= 1 and "TWO-SIDED" in res["what"] and res["sided"] == "two-sided"
+    assert f"n = {res['n']} models" in out
+    assert set(res["combined"]) == set(figures.METRICS) == set(res["per_seed"][0]["metrics"])
+    for seed in res["per_seed"]:
+        assert 0 <= seed["dead_trunk_share"] <= 1 and seed["sigma_x"] > 0
+        primary = seed["metrics"]["kl_to_moment_matched"]
+        assert primary["ci"][0] <= primary["rho"] <= primary["ci"][1] and primary["n"] == 12
+        assert "partial" in primary and seed["training"]["epochs_run"] <= 2
+    assert [s["split"] for s in res["per_seed"]] == [0, 1]  # model s is split s
     us = [s["uncertainty"] for s in res["six_shown"]]
     assert us == sorted(us) and len(us) == 6
     index = (tmp_path / "tables" / "index.html").read_text()
     assert index.count("data:image/png;base64,") == 2
 
-    # a rerun loads the cached model instead of training
-    cache = next((fig_dir / "model").glob("*.pt"))
-    stamp = cache.stat().st_mtime_ns
+    # claims.py reads the combined result: n is the number of models
+    from benchmark.analyses import claims
+
+    claim = claims.load_claims("figure1").claims[0]
+    result = claims.evaluate_correlation(claim, res)
+    assert result.n == 2 and result.effect == pytest.approx(res["spearman_rho"])
+
+    # a rerun loads the cached models instead of training; --train-only finds them too
+    caches = sorted((fig_dir / "model").glob("*.pt"))
+    assert len(caches) == 2 and not list((fig_dir / "model").glob("*.ckpt"))
+    stamps = [c.stat().st_mtime_ns for c in caches]
     assert figures.main(args) == 0
     res = json.loads((fig_dir / "figure1_spearman.json").read_text())
-    assert not res["trained_now"] and cache.stat().st_mtime_ns == stamp
+    assert not res["trained_now"] and [c.stat().st_mtime_ns for c in caches] == stamps
+    capsys.readouterr()
+    assert figures.main([*args, "--train-only", "1"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["seed"] == 1 and not row["trained_now"]
 
 
 def test_figure_command_bad_input(tmp_path, capsys):
@@ -145,6 +278,10 @@ def test_figure_command_bad_input(tmp_path, capsys):
     assert err.startswith("error: MNIST not found") and err.count("\n") == 1
     assert figures.main(["--subset", "3", "--data-root", str(tmp_path)]) == 2
     assert "error: --subset must be at least 6" in capsys.readouterr().err
+    assert figures.main(["--seeds", "0", "--data-root", str(tmp_path)]) == 2
+    assert "error: --seeds must be at least 1" in capsys.readouterr().err
+    assert figures.main(["--train-only", "a,b", "--data-root", str(tmp_path)]) == 2
+    assert "error: --train-only takes model seeds" in capsys.readouterr().err
 
 
 def test_index_page_holds_every_table_and_figure_and_nothing_remote(tmp_path):

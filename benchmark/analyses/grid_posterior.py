@@ -5,12 +5,22 @@ P_i = softmax_i(log p(x, z_i)), the density there is P_i / A, and log p(x) ~= lo
 log p(x, z_i) + log A (a Riemann sum). Non-Gaussianity is KL(p || N(m, S)) with (m, S) the grid
 posterior's own mean and covariance (its moment-matched Gaussian), estimated on the grid as
 sum_i P_i (log(P_i / A) - log N(z_i; m, S)): zero for a Gaussian posterior up to discretisation.
+
+Also, for Figure 1's secondary metrics: KL(N(m, L L^T) || p(z|x)) of any Gaussian (the base
+encoder's N(b, c^2), or the moment-matched Gaussian: the reverse KL) by 2-D Gauss-Hermite
+quadrature of log p(x, z) under the Gaussian, with log p(x) from the grid; and the number of modes
+of the grid posterior on the log scale (local maxima within 12 nats of the peak).
 """
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
+import numpy as np
 import torch
 from torch.distributions import MultivariateNormal
+from torch.nn import functional as F
 
 PAIRS_PER_CHUNK = 1 << 16  # (image, grid point) pairs per log_prob call: bounds memory to ~0.2 GB
 
@@ -130,17 +140,71 @@ def make_grids(lo: torch.Tensor, hi: torch.Tensor, n: int):
     return points, (size[:, 0] / n) * (size[:, 1] / n)
 
 
+class GridPosterior(NamedTuple):
+    """Each image's grid posterior: log masses (B, G), points (B, G, 2), cell areas (B,), and the
+    log evidence log p(x) estimated on the same grid (B,)."""
+
+    log_mass: torch.Tensor
+    points: torch.Tensor
+    area: torch.Tensor
+    log_evidence: torch.Tensor
+
+
 def refined_posterior(model, x: torch.Tensor, points: torch.Tensor, cell_area: float, n: int,
-                      levels: int = 2, batch: int = 16):
+                      levels: int = 2, batch: int = 16) -> GridPosterior:
     """Start from a shared coarse grid, then `levels` times zoom each image's grid onto the cells
-    holding its mass (mass_boxes) and recompute there with n x n points. Returns the final
-    (log masses (B, G), points (B, G, 2), cell areas (B,))."""
-    log_mass, _ = normalise(grid_log_joint(model, x, points), cell_area)
+    holding its mass (mass_boxes) and recompute there with n x n points: the final grids."""
+    log_mass, log_evidence = normalise(grid_log_joint(model, x, points), cell_area)
     pts, area = points, torch.full((len(x),), cell_area)
     for _ in range(levels):
         lo, hi = mass_boxes(log_mass, pts, area.sqrt())
         pts, area = make_grids(lo, hi, n)
         joint = torch.cat([paired_log_joint(model, x[i : i + batch], pts[i : i + batch])
                            for i in range(0, len(x), batch)])
-        log_mass, _ = normalise(joint, area)
-    return log_mass, pts, area
+        log_mass, log_evidence = normalise(joint, area)
+    return GridPosterior(log_mass, pts, area, log_evidence)
+
+
+def gauss_hermite_2d(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes (n*n, 2) and weights (n*n,) (summing to one) with sum_g w_g f(t_g) ~= E[f(t)] for
+    t ~ N(0, I_2): the n-point Gauss-Hermite rule on each axis (exact for polynomials of degree
+    2n - 1 in each coordinate), in float64."""
+    t, w = np.polynomial.hermite.hermgauss(n)
+    t = torch.as_tensor(t * math.sqrt(2.0), dtype=torch.float64)
+    w = torch.as_tensor(w / math.sqrt(math.pi), dtype=torch.float64)
+    ty, tx = torch.meshgrid(t, t, indexing="ij")
+    nodes = torch.stack([tx.reshape(-1), ty.reshape(-1)], -1)
+    return nodes, (w[:, None] * w[None, :]).reshape(-1)
+
+
+def kl_gaussian_to_posterior(model, x: torch.Tensor, mean: torch.Tensor, scale_tril: torch.Tensor,
+                             log_evidence: torch.Tensor, n: int = 16, batch: int = 16):
+    """KL(N(mean, L L^T) || p(z|x)) per image, (B,): E_N[log N(z)] - E_N[log p(x, z)] + log p(x),
+    with E_N[log p(x, z)] by n x n Gauss-Hermite quadrature (the model's log_joint at n^2 points
+    per image), E_N[log N] = -(1 + log 2 pi) - log |det L| in closed form (d = 2), and log p(x)
+    given (the grid's: GridPosterior.log_evidence). mean (B, 2), scale_tril (B, 2, 2)."""
+    nodes, weights = gauss_hermite_2d(n)
+    tril = scale_tril.double()
+    z = mean.double().unsqueeze(1) + torch.einsum("bij,gj->bgi", tril, nodes)  # (B, G, 2)
+    joint = torch.cat([paired_log_joint(model, x[i : i + batch], z[i : i + batch].float())
+                       for i in range(0, len(x), batch)]).double()
+    expected_joint = (joint * weights).sum(-1)
+    log_det = tril.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
+    neg_entropy = -(1.0 + math.log(2 * math.pi)) - log_det
+    return (neg_entropy - expected_joint + log_evidence.double()).float()
+
+
+def count_modes(log_mass: torch.Tensor, n: int, nats: float = 12.0) -> torch.Tensor:
+    """Modes of each image's n x n grid posterior on the log scale, (B,) integers >= 1: cells that
+    are the largest of their 3 x 3 neighbourhood and within `nats` of the image's peak. Cells on
+    the grid's edge count only if they hold the peak (an edge cell above its in-grid neighbours may
+    be a slope that goes on rising outside the grid, not a mode). Points in make_grid(s)'s
+    row-major (y, x) order."""
+    grid = log_mass.reshape(-1, 1, n, n)
+    pooled = F.max_pool2d(grid, 3, stride=1, padding=1)  # padded with -inf
+    peak = grid.amax(dim=(-2, -1), keepdim=True)
+    is_mode = (grid == pooled) & (grid >= peak - nats)
+    interior = torch.zeros(n, n, dtype=torch.bool)
+    interior[1:-1, 1:-1] = True
+    is_mode = is_mode & (interior | (grid == peak))
+    return is_mode.flatten(1).sum(-1).clamp(min=1)
