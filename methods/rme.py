@@ -7,7 +7,9 @@ and its Review.html): the encoder is a mixture grown recursively, q^(s) = (1 - e
 eps_s h_s, and by the functional-gradient argument "the new component has to improve the data
 likelihood (lower bound) and, at the same time, be as divergent from the current mixture
 distribution as possible": an objective that "trades off between the ELBO and a KL from the current
-approximate posterior". Everything else below is our choice, each a constructor parameter.
+approximate posterior". Everything else below is our choice, each a constructor parameter; what
+each default was measured to do on MNIST is in docs/methods.md ("RME: the probes behind the
+defaults"), with the claims-profile weights and the paired comparison with the VAE.
 
 Model. M Gaussian encoders h_0..h_{M-1} (h_0 the shared base encoder, methods.base); amortized
 weights eps_s(x) = sigmoid(r (w_s^T f_s(x) + b_s)) on component s's trunk features (read without
@@ -17,40 +19,23 @@ gives alpha(x) (B, M); `diagnostics(x)` their batch means (`weight_j`), kept in 
 Objectives (one Adam, one loss whose value is minus the mixture ELBO, gradients routed):
 - the new component h_s maximises C_s(h) = ELBO(h) + lam D_c(h || q^(s-1)), with D_c the KL to
   the mixture softly capped at c nats (`capped_divergence`): bounded, so it cannot run away
-  (lam = 1 with no cap is the unbounded functional-gradient criterion, our earlier bug: h_1 ended
-  8.5 std away with weight 0). `divergence_weight` lam = 0.5, `divergence_cap` c = 2 nats: the
-  newcomer may give up at most lam c = 1 nat of its own ELBO to differ from the mixture (with
-  c = 20 it gave up 10-30 nats on MNIST and the mixture ELBO then priced it out: weight 0.005);
+  (lam = 1 with no cap is the unbounded functional-gradient criterion). `divergence_weight`
+  lam = 0.5, `divergence_cap` c = 2 nats: the newcomer may give up at most lam c = 1 nat of its
+  own ELBO to differ from the mixture;
 - the components that joined earlier keep learning on the mixture ELBO (`refine_previous`, by the
-  path derivative of alpha_j E_{h_j}[log p - log q]), so they keep up with the decoder; frozen
-  (False), the decoder followed the frozen component that held the weight, the newcomer was 32-36
-  nats behind it after one epoch, and the mixture ended 28 nats below the VAE's validation ELBO;
-- so do their weights (`refine_weights`): with them frozen at the end of their stage, RME(4) on
-  MNIST (claims profile, one split, 300 test images) ended with component ELBOs 615.7 / 622.3 /
-  625.8 / 611.6 at weights 0.81 / 0.09 / 0.07 / 0.03: a mixture ELBO of 616.8, 9 nats below its
-  best component (the heads could not follow the components they weigh); with refine_previous
-  False the earlier components and their weights are frozen alike, whatever refine_weights says;
+  path derivative of alpha_j E_{h_j}[log p - log q]), so they keep up with the decoder;
+- so do their weights (`refine_weights`), so the heads follow the components they weigh; with
+  refine_previous False the earlier components and their weights are frozen alike, whatever
+  refine_weights says;
 - the weights learn on the mixture ELBO (`precondition_weights`: their gradient divided by
-  eps (1 - eps), an unbiased rescaling, so it does not vanish at small eps; no clip: a per-example
-  clip biased it against the finite-difference gradient on MNIST and drove eps_1 to ~1e-8);
+  eps (1 - eps), an unbiased rescaling, so it does not vanish at small eps; no clip);
 - the decoder learns on the mixture ELBO in every stage.
-One decoder pass a step serves all of it (`loss`, `scale_gradient`): 1.8x faster than a second
-pass for the criteria (211 stage-3 steps of RME(4): 16 s against 28 s, run side by side).
+One decoder pass a step serves all of it (`loss`, `scale_gradient`: a training component's
+z-gradient is divided by its weight on the way back).
 `weight_rate` r = 0.05: the logits are r times the heads' outputs. Under Adam a head's logit
-moves about lr x (number of features) a step whatever its gradient's size, so with r = 1 the
-weights settled within tens of steps while the components need hundreds to become different: a
-joining copy lost its weight within 400 steps, and a component at weight ~0, still moved at
-Adam's full step by a gradient from a few examples, drifted to an ELBO of 258 (others ~605).
-r slows the weights alone (same model, same initial weights). RME(4) on MNIST from the start of
-its third stage (claims profile, split 0, the same state for each r; 300 test images, IWAE K=100):
-
-    r      final weights               mixture ELBO (best component)   IWAE
-    1      0.17 / 0.65 / 0.00 / 0.19   615.5 (618.7)                   648.3
-    0.1    0.34 / 0.25 / 0.40 / 0.01   628.2 (627.9)                   655.0
-    0.05   0.39 / 0.07 / 0.47 / 0.08   627.4 (627.5)                   655.6
-    0.02   (third stage only) 0.62 / 0.07 / 0.31; 611.8 (617.6): too slow to follow the components
-
-RME(2), the whole run: r = 1 0.83 / 0.17, IWAE 650.1 on 500 images; r = 0.1 0.76 / 0.24, 649.9.
+moves about lr x (number of features) a step whatever its gradient's size, so at r = 1 the weights
+settle long before a joining copy can become different; r slows the weights alone (same model,
+same initial weights).
 Schedule (`on_epoch_start`): h_0 alone for the first `first_stage` = 1/2 of the epochs, the
 others joining evenly over the rest (`stage_starts`); `model_complete` is False until the last
 joins, so the trainer neither stops early (paper profile: patience 10 inside a 50-epoch first
@@ -64,20 +49,6 @@ component finds the second mode (a copy sits where the divergence has no gradien
 the trunk only; `weight_delay` holds the new weights fixed for that share of their stage. The
 weights' gradient holds the weights inside log q (`loss`): same value, and the dropped term, a
 per-sample importance ratio of expectation zero, drove new weights to 0 under Adam.
-
-Measured on MNIST (d = 10, 12k training images, 6 epochs of batch 64, one split; mean weights on
-500 test images): RME(2) with a 20-nat cap and frozen earlier components 1.00 / 0.00 (test IWAE
-467.6 against the VAE's 495.0); refining earlier components 0.96 / 0.04 (488.0); with the 2-nat
-cap as well 0.82 / 0.19 (493.9); RME(4) 0.81 / 0.09 / 0.05 / 0.05 (501.4). The claims-profile
-weights and the paired comparison with the VAE are in the README.
-
-Why late joiners lost their weight at r = 1: a joiner starts as a near-duplicate of the latest
-component, the mixture ELBO takes the weight back (a duplicate adds no entropy), the decoder then
-fits the components that hold the weight, and the newcomer, trained on its own ELBO, fell 5-20 nats
-behind them within one epoch (from the start of stage 3, earlier components frozen: all three at
-590, then after 120 steps the newcomer at 572 and the frozen ones at 596-600; with the decoder
-fixed, the same newcomer rose from 590 to 601 in 60 steps, so its gradient is right). At r = 0.05
-the weights move slowly enough for the newcomer to become different first (table above).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ The SVI settings are variant parameters (record paths and config hashes carry th
   initialisation with sigma_x = 0.1 (the scale gradient grows with sigma; eight steps of an
   untrained model sent stds to ~1e2 or to 0 in our checks). Note what the clip does once trained:
   the per-example gradients are far above 5, so every step has length step_size * 5 and the clip,
-  not the step size, sets SA's gain; the README's sensitivity table shows the gain per setting on
-  the same trained weights. `max_grad_norm=None` turns clipping off.
+  not the step size, sets SA's gain; docs/methods.md's sensitivity table shows the gain per setting
+  on the same trained weights. `max_grad_norm=None` turns clipping off.
 - `parameterisation` = "log_var": both references take SVI steps on the log-variance (sa-vae's
   logvar, VLAE's SAVAE logvar); "log_std" steps on the log standard deviation, whose gradient is
   twice the log-variance's.
