@@ -13,13 +13,18 @@ from .yamlio import ConfigError, build_dataclass, field_problems, read_yaml_mapp
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 SWEEP_ONLY = ("description", "splits", "restarts")  # change the sweep, not any one run's result
+# What training computes in (benchmark.train): fp32, or bf16 autocast around each step's forward pass
+# and loss on hardware with fast bf16 (evaluation always fp32). The default is left out of a run's
+# config, so records made before the key existed stay current.
+PRECISIONS = ("fp32", "bf16")
+DEFAULT_PRECISION = "fp32"
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
-    epochs: int
+    epochs: int | dict  # a number, or {latent size: epochs} (larger latents converge slower)
     batch_size: int
     lr: float
     patience: int | None  # stop after this many epochs without a better validation ELBO
@@ -30,9 +35,21 @@ class Profile:
     train_size: int | None  # training images per run after holding out validation; None = all
     val_size: int | None
     test_size: int | None
+    precision: str = DEFAULT_PRECISION  # one of PRECISIONS: what training steps compute in
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "splits", "restarts", "iwae_k", "eval_batch_size"):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"profile {self.name!r}: precision must be "
+                              f"{' or '.join(PRECISIONS)}, got {self.precision!r}")
+        if isinstance(self.epochs, dict):
+            bad = [f"{k}: {v}" for k, v in self.epochs.items()
+                   if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                           and isinstance(v, int) and not isinstance(v, bool) and v >= 1)]
+            if bad or not self.epochs:
+                raise ConfigError(f"profile {self.name!r}: epochs per latent size must map sizes to "
+                                  f"epochs >= 1, e.g. {{10: 6, 50: 12}}; got {bad[0] if bad else '{}'}")
+        for name in ("batch_size", "splits", "restarts", "iwae_k", "eval_batch_size") + \
+                (() if isinstance(self.epochs, dict) else ("epochs",)):
             if getattr(self, name) < 1:
                 raise ConfigError(f"profile {self.name!r}: {name} must be >= 1, got "
                                   f"{getattr(self, name)}")
@@ -47,6 +64,34 @@ class Profile:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def as_config(self) -> dict:
+        """What of the profile goes into a run's config (and its hash): every field but those that
+        only size the sweep (SWEEP_ONLY), and `precision` only when it is not fp32, so records
+        made before the key existed stay current (as DatasetSettings.as_config leaves out
+        learn_sigma_x at its default)."""
+        config = {k: v for k, v in self.as_dict().items() if k not in SWEEP_ONLY}
+        if config["precision"] == DEFAULT_PRECISION:
+            del config["precision"]
+        return config
+
+    def at_dim(self, dim: int) -> Profile:
+        """The profile as one run of latent size `dim` sees it: epochs a number (a run's config,
+        hash included, is the same as a profile giving that number for every size)."""
+        if not isinstance(self.epochs, dict):
+            return self
+        if dim not in self.epochs:
+            raise ConfigError(f"profile {self.name!r} gives epochs for latent sizes "
+                              f"{', '.join(map(str, sorted(self.epochs)))}, not for {dim}")
+        return dataclasses.replace(self, epochs=self.epochs[dim])
+
+    def epochs_text(self) -> str:
+        """'6' or '6 / 10 / 16 (d=10 / 20 / 50)'."""
+        if not isinstance(self.epochs, dict):
+            return str(self.epochs)
+        dims = sorted(self.epochs)
+        return (" / ".join(str(self.epochs[d]) for d in dims) + " (d="
+                + " / ".join(map(str, dims)) + ")")
 
 
 def profile_names() -> list[str]:
