@@ -25,7 +25,8 @@ def build_model(method: str, params: Mapping, *, settings: DatasetSettings, imag
     torch.manual_seed(`seed`) (the shared parts, decoder and base encoder, then draw from their own
     role seeds: methods.base)."""
     net = settings.net_config(image_shape)
-    lik = make_likelihood(likelihood, settings.sigma_x) if isinstance(likelihood, str) else likelihood
+    lik = (make_likelihood(likelihood, settings.sigma_x, settings.learn_sigma_x)
+           if isinstance(likelihood, str) else likelihood)
     torch.manual_seed(seed)
     model = get_method(method).build(dict(params), net=net, latent_dim=latent_dim, likelihood=lik,
                                      num_train=num_train)

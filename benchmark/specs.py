@@ -77,7 +77,8 @@ class DatasetSettings:
 
     hidden: int
     num_conv: int = 0
-    sigma_x: float | None = None
+    sigma_x: float | None = None  # Gaussian decoder: sigma_x, or its initial value when learned
+    learn_sigma_x: bool = False  # one global sigma_x trained with the decoder (paper footnote 2)
     data: str | None = None
     network: str = "cnn"
 
@@ -91,10 +92,11 @@ class DatasetSettings:
         return NetConfig(image_shape, self.num_conv, self.hidden, self.network)
 
     def as_config(self) -> dict:
-        """The settings that determine a run's result, for its config hash. `data` and `network`
-        are left out at their defaults so records made before they existed stay current."""
+        """The settings that determine a run's result, for its config hash. `data`, `network` and
+        `learn_sigma_x` are left out at their defaults so records made before they existed stay
+        current (a learned sigma_x is a new configuration: new records beside the fixed one's)."""
         cfg = dataclasses.asdict(self)
-        for name in ("data", "network"):
+        for name in ("data", "network", "learn_sigma_x"):
             if cfg[name] == DATASET_SETTINGS_DEFAULTS[name]:
                 del cfg[name]
         return cfg
@@ -151,6 +153,8 @@ def load_table_spec(table: str) -> TableSpec:
     path = Path(table)
     if path.suffix in (".yaml", ".yml"):
         name = path.stem
+        if path.is_dir():
+            raise ConfigError(f"table spec {table} is a folder, not a YAML file")
         if not path.is_file():
             raise ConfigError(f"table spec {table} does not exist")
     else:

@@ -72,7 +72,7 @@ class VLAE(EncoderModel):
         out, jac = self.decoder_jacobian(mu)
         x_flat = x.reshape(x.shape[0], -1)
         if isinstance(self.likelihood, GaussianLikelihood):
-            inv_var = 1.0 / self.likelihood.sigma**2
+            inv_var = self.likelihood.inverse_variance()
             residual = (x_flat - out) * inv_var
             jtwj = inv_var * jac.transpose(1, 2) @ jac
         else:  # Bernoulli, out = logits

@@ -158,6 +158,48 @@ def test_best_or_tied():
     assert [c.status for c in res.comparisons] == ["best", "tie"] and res.verdict == "reproduced"
 
 
+def test_one_split_is_never_a_verdict_best_or_tied_included():
+    """The README's first command trains VAE and GPVAE on one split: GPVAE has the higher mean,
+    but n = 1 is no test, so 'best or tied' is not reproduced (it was, in green, before)."""
+    recs = records_for({"vae-default": [700.0], "gpvae-default": [710.0]})
+    res = judge("best_or_tied", ["gpvae-default"], [], recs)
+    assert [c.status for c in res.comparisons] == ["unclear"]
+    assert res.verdict == "underpowered" and res.verdict_text == "underpowered (no test: n < 2)"
+    assert not res.decided
+    res = judge("better_than", ["gpvae-default"], ["vae-default"], recs)
+    assert res.verdict == "underpowered" and res.comparisons[0].p is None
+
+
+def test_a_verdict_says_what_part_of_the_claim_it_covers():
+    """Judged on what ran: 1 of Table 1's 6 columns, among 2 of its 22 rows."""
+    recs = records_for({"vae-default": VAE5, "gpvae-default": VAE5 + 10 + NOISE5})
+    res = judge("best_or_tied", ["gpvae-default"], [], recs)
+    assert res.verdict == "reproduced" and not res.complete
+    assert res.verdict_text == "reproduced on 1 of 6 columns (MNIST d10), among 2 of 22 rows"
+    res = judge("better_than", ["gpvae-default"], ["vae-default"], recs)
+    assert res.verdict_text == "reproduced on 1 of 6 columns (MNIST d10)" and not res.complete
+    # a family claim with one of its rows run says so
+    recs = records_for({"vae-default": VAE5, "sa-k1": VAE5 - 8 + NOISE5, "sa-k2": VAE5 + 8 + NOISE5})
+    res = judge("mixed_sign", ["sa"], ["vae-default"], recs)
+    assert res.verdict_text == "reproduced on 1 of 6 columns (MNIST d10), 3 of the claim's 5 rows"
+    # every column and row of the claim: complete
+    recs = [r for dim in TABLE1.dims for ds in TABLE1.datasets for r in records_for(
+        {"vae-default": VAE5, "gpvae-default": VAE5 + 10 + NOISE5}, dataset=ds, dim=dim)]
+    res = judge("better_than", ["gpvae-default"], ["vae-default"], recs)
+    assert res.complete and res.verdict_text.startswith("reproduced on 6 of 6 columns")
+
+
+def test_headline_counts_decided_claims_with_their_coverage():
+    recs = records_for({"vae-default": VAE5, "gpvae-default": VAE5 + 10 + NOISE5})
+    claim_set = claims.load_claims("table1")
+    results = claims.evaluate(claim_set, TABLE1, records=recs, results_dir="/nonexistent")
+    report = claims.Report("table1", TABLE1.title, "", [claims.Section("table1", "T", claim_set,
+                                                                       results)])
+    head = claims._counts(report)
+    assert head.startswith("7 claims: 2 decided on the columns run (MNIST d10), 0 on all the "
+                           "claim's columns and rows; 2 reproduced, 5 not run"), head
+
+
 def test_missing_rows_are_not_run():
     recs = records_for({"vae-default": VAE5})
     res = judge("better_than", ["gpvae-default"], ["vae-default"], recs)
@@ -421,7 +463,7 @@ def write_synthetic_records(results: Path) -> None:
 def verdicts(md: str) -> dict:
     out = {}
     for line in md.splitlines():
-        m = re.match(r"\| .*\(([a-z-]+)\) *\|.*\| \*\*([a-z ]+)", line)
+        m = re.match(r"\| .*\(([a-z-]+)\) *\|.*\| \*\*(not run|[a-z]+)", line)
         if m:
             out[m.group(1)] = m.group(2).strip()
     return out
@@ -443,6 +485,11 @@ def test_claims_command_on_synthetic_records(tmp_path, capsys):
                    "rme-tied-or-behind": "reproduced",
                    "uncertainty-tracks-non-gaussianity": "not run"}
     assert "MNIST d10 RME(3) vs GPVAE: -0.0 (p=0.380, n=2, tie)" in md
+    # each decided verdict says what it covers; the headline counts none as a whole-table verdict
+    assert "reproduced on 3 of 6 columns (MNIST d10, MNIST d20, MNIST d50), among 22 of 22 rows" in md
+    assert "reproduced on 3 of 6 columns (MNIST d10, MNIST d20, MNIST d50)**" in md
+    assert ("8 claims: 7 decided on the columns run (MNIST d10, MNIST d20, MNIST d50), 0 on all "
+            "the claim's columns and rows; 7 reproduced, 1 not run") in md
     assert "paired t over shared splits, per column (3 of 6 columns run" in md
     assert '"The performance of the semi-amortized approach (SA) is mixed' in md
     index = (tables / "index.html").read_text()

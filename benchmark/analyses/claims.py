@@ -55,8 +55,19 @@ comparison is per column unless said otherwise):
   against every B; contradicted: below against some B; otherwise underpowered.
 - correlation_positive: reproduced: rho > 0 with p <= alpha; contradicted: rho < 0 with
   p <= alpha; otherwise underpowered (n <= 3: no test).
-A claim whose rows or data are missing is "not run", saying what is missing. Only the columns
-that were run are judged ("every column" means every column run); the test line says how many.
+A claim whose rows or data are missing is "not run", saying what is missing.
+
+A verdict is evidence (the rules every kind above obeys):
+- "reproduced" and "contradicted" rest only on tests at alpha with n >= 2: a comparison with one
+  split (or one timed pass, or n <= 3 for a correlation) is "unclear" (no test), never "best" or
+  a tie, so one split of two rows can never turn a claim green;
+- a claim is judged on what was run, and a decided verdict says what that covers: "reproduced on
+  1 of 6 columns (MNIST d10)"; a claim about the best row of a column is judged among the rows that
+  ran and says so ("among 2 of 22 rows"); a family claim with some of its rows run says how many
+  ("3 of the claim's 5 rows"). `ClaimResult.coverage` holds it, `complete` says whether it is all;
+- the report's headline counts claims decided on the columns run and, separately, those decided on
+  all the claim's columns and rows, so a partial run never reads as a reproduction of the paper.
+How many splits a budgeted sweep gives each comparison, and why its error rate holds: claim_budget.py.
 """
 
 from __future__ import annotations
@@ -111,6 +122,7 @@ class ClaimSet:
     claims: tuple[Claim, ...]
     tie_tolerance: float | None = None
     with_: tuple[str, ...] = ()
+    planning: dict | None = None  # --budget's settings: sd (prior), max_splits (claim_budget.py)
 
 
 def _selectors(value, where: str) -> tuple[str, ...]:
@@ -163,7 +175,16 @@ def load_claims(name: str, path: Path = CLAIMS_PATH) -> ClaimSet:
     for other in also:
         if other not in data:
             raise ConfigError(f"{path}: {name}: `with` names {other!r}, which has no entry")
-    return ClaimSet(name, tuple(claims), None if tol is None else float(tol), tuple(also))
+    planning = entry.get("planning")
+    if planning is not None:
+        ok = isinstance(planning, dict) and all(
+            isinstance(planning.get(k), int | float) and not isinstance(planning.get(k), bool)
+            and planning[k] > 0 for k in ("sd", "max_splits"))
+        if not ok or int(planning["max_splits"]) < 2:
+            raise ConfigError(f"{path}: {name}: planning must give sd > 0 (nats) and max_splits "
+                              f">= 2, got {planning!r}")
+    return ClaimSet(name, tuple(claims), None if tol is None else float(tol), tuple(also),
+                    planning)
 
 
 def resolve_rows(selectors: tuple[str, ...], rows, where: str) -> list:
@@ -266,6 +287,31 @@ def welch(x, y, label: str, tolerance: float | None, alpha: float = ALPHA,
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """The part of a claim a verdict rests on: the columns judged of those the claim is about and,
+    for a claim about the best row of a column, the rows that ran of the table's."""
+
+    columns: tuple[str, ...]  # labels of the columns judged ("MNIST d10")
+    of_columns: int  # columns the claim is about (the table's)
+    rows: int  # rows judged: best_or_tied, the rows that ran in those columns; else the claim's
+    of_rows: int  # rows that could be: best_or_tied, the table's; else the claim's (A and B)
+    among: bool = False  # best_or_tied: "among r of R rows" (the best of the rows that ran)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.columns) == self.of_columns and self.rows == self.of_rows
+
+    @property
+    def text(self) -> str:
+        cols = f"on {len(self.columns)} of {self.of_columns} columns ({', '.join(self.columns)})"
+        if self.among:
+            return cols + f", among {self.rows} of {self.of_rows} rows"
+        if self.rows < self.of_rows:
+            return cols + f", {self.rows} of the claim's {self.of_rows} rows"
+        return cols
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
     verdict: str  # reproduced | contradicted | underpowered | not run
@@ -280,9 +326,21 @@ class ClaimResult:
     n_text: str = ""
     effect_text: str = ""
     p_text: str = ""
+    coverage: Coverage | None = None  # what part of the claim the data cover; None: all of it
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict in ("reproduced", "contradicted")
+
+    @property
+    def complete(self) -> bool:
+        """Whether the verdict covers every column and row the claim is about."""
+        return self.coverage is None or self.coverage.complete
 
     @property
     def verdict_text(self) -> str:
+        if self.verdict in ("reproduced", "contradicted"):
+            return self.verdict + ("" if self.coverage is None else f" {self.coverage.text}")
         if self.verdict != "underpowered":
             return self.verdict
         if self.mde is None:
@@ -384,7 +442,7 @@ def _deciding(kind: str, verdict: str, comps: list[Comparison]) -> Comparison:
 
 
 def _judge(claim: Claim, comps: list[Comparison], test: str, unit: str, note: str = "",
-           pooled: bool = False) -> ClaimResult:
+           pooled: bool = False, coverage: Coverage | None = None) -> ClaimResult:
     verdict = _verdict(claim.kind, comps)
     c = _deciding(claim.kind, verdict, comps)
     counts = {k: sum(x.status == k for x in comps) for k in ("best", "above", "below", "tie",
@@ -405,7 +463,7 @@ def _judge(claim: Claim, comps: list[Comparison], test: str, unit: str, note: st
         claim, verdict, test=test, n=c.n, effect=math.exp(c.effect) if unit == "ratio" else c.effect,
         p=c.p, mde=c.mde if verdict == "underpowered" else None, detail=". ".join(parts),
         comparisons=tuple(comps), unit=unit, n_text=_n_text(comps) if not pooled else str(c.n),
-        effect_text=effect_text, p_text=p_text)
+        effect_text=effect_text, p_text=p_text, coverage=coverage)
 
 
 # ---------------------------------------------------------------- log-likelihood tables
@@ -451,6 +509,19 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
     note = f"{len(columns)} of {len(all_columns)} columns run"
     if lacking:
         note += "; no records for " + ", ".join(r.label for r in lacking)
+    claim_rows = list(dict.fromkeys(a_rows + b_rows))
+    judged: list = []  # the columns a verdict rests on
+
+    def coverage(among: bool = False) -> Coverage:
+        labels = tuple(_column_label(c) for c in dict.fromkeys(judged))
+        if among:  # the rows that ran in the judged columns, of the table's
+            ran = {k for c in judged for k in series[c]}
+            return Coverage(labels, len(all_columns), sum(key(r) in ran for r in spec.rows),
+                            len(spec.rows), among=True)
+        ran = {k for c in judged for k in series[c]}
+        return Coverage(labels, len(all_columns), sum(key(r) in ran for r in claim_rows),
+                        len(claim_rows))
+
     if claim.kind == "no_better_on_average":
         diffs_a, diffs_b = [], []
         for col in columns:
@@ -464,6 +535,7 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
             x, y = _pair(a_mean, b_mean)
             diffs_a += list(x)
             diffs_b += list(y)
+            judged.append(col) if len(x) else None
         if not diffs_a:
             return _not_run(claim, "no column has both " + ", ".join(claim.a) + " and "
                             + ", ".join(claim.b))
@@ -471,7 +543,7 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
         comp = paired(diffs_a, diffs_b, label, tolerance, alpha)
         test = (f"pooled paired t over {comp.n} (column, split) pairs, A = mean of its variants "
                 f"({note})")
-        return _judge(claim, [comp], test, "nats", pooled=True)
+        return _judge(claim, [comp], test, "nats", pooled=True, coverage=coverage())
     comps = []
     if claim.kind == "best_or_tied":
         for col in columns:
@@ -485,15 +557,17 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
                 top_label = next((r.label for r in spec.rows if key(r) == top), "-".join(top))
                 x, y = _pair(mine, others[top])
                 comp = paired(x, y, f"{_column_label(col)} vs {top_label}", tolerance, alpha)
-                if mine.mean() >= others[top].mean():
+                if comp.n >= 2 and mine.mean() >= others[top].mean():  # n = 1: no test, unclear
                     comp = Comparison(f"{_column_label(col)}: best, ahead of {top_label}", comp.n,
                                       comp.effect, comp.p, comp.mde, "best")
                 comps.append(comp)
+                judged.append(col)
         if not comps:
             return _not_run(claim, "no column has " + ", ".join(r.label for r in a_rows)
                             + " and another row")
-        test = f"paired t against the column's best over shared splits, per column ({note})"
-        return _judge(claim, comps, test, "nats")
+        test = (f"paired t against the best of the rows run, over shared splits, per column "
+                f"({note})")
+        return _judge(claim, comps, test, "nats", coverage=coverage(among=True))
     for col in columns:
         cells = series[col]
         for ra in a_rows:
@@ -503,13 +577,14 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
                     label = _column_label(col) + (f" {ra.label}" if len(a_rows) > 1 else "") + \
                         f" vs {rb.label}"
                     comps.append(paired(x, y, label, tolerance, alpha))
+                    judged.append(col)
     if not comps:
         return _not_run(claim, "no column has both " + ", ".join(claim.a) + " and "
                         + ", ".join(claim.b))
     per = "per column" + (f" and row pair ({len(a_rows)} x {len(b_rows)} rows)"
                           if len(a_rows) * len(b_rows) > 1 else "")
     test = f"paired t over shared splits, {per} ({note})"
-    return _judge(claim, comps, test, "nats")
+    return _judge(claim, comps, test, "nats", coverage=coverage())
 
 
 # ---------------------------------------------------------------- timing tables
@@ -575,6 +650,10 @@ def evaluate_timing(claim: Claim, spec, timings: dict | None, tolerance: float |
         return _not_run(claim, "no column timed " + ", ".join(lacking))
     cells = [timings[c][r.label] for ra, rb, cols in pairs for c in cols for r in (ra, rb)]
     counts = [len(p) if p is not None else 0 for p in map(_passes, cells)]
+    timed_cols = [c for c in all_columns if any(c in cols for _, _, cols in pairs)]
+    timed_rows = {r for ra, rb, _ in pairs for r in (ra, rb)}
+    coverage = Coverage(tuple(_column_label(c) for c in timed_cols), len(all_columns),
+                        len(timed_rows), len(set(a_rows + b_rows)))
     note = f"{len(columns)} of {len(all_columns)} columns timed"
     if lacking:
         note += "; not timed: " + ", ".join(lacking)
@@ -591,7 +670,7 @@ def evaluate_timing(claim: Claim, spec, timings: dict | None, tolerance: float |
         test = (f"Welch t (scipy ttest_ind, equal_var=False) on log(ms) over the timed passes, "
                 f"per column and row of B; n = passes per row ({lo if lo == hi else f'{lo}-{hi}'})"
                 f"; effect = ratio of mean times A/B ({note})")
-        return _judge(claim, comps, test, "ratio")
+        return _judge(claim, comps, test, "ratio", coverage=coverage)
     for ra, rb, cols in pairs:  # fallback: the columns are the pairs
         x = [math.log(_mean_ms(timings[c][ra.label])) for c in cols]
         y = [math.log(_mean_ms(timings[c][rb.label])) for c in cols]
@@ -601,7 +680,7 @@ def evaluate_timing(claim: Claim, spec, timings: dict | None, tolerance: float |
            else "some cell has fewer than 2 timed passes")
     test = (f"paired t on log(ms) over the columns ({why}: one mean per cell), per row of B; "
             f"n = columns ({_n_text(comps)}); effect = geometric-mean time ratio A/B ({note})")
-    return _judge(claim, comps, test, "ratio")
+    return _judge(claim, comps, test, "ratio", coverage=coverage)
 
 
 # ---------------------------------------------------------------- figures
@@ -615,7 +694,14 @@ def evaluate_correlation(claim: Claim, figure: dict | None, alpha: float = ALPHA
     except (TypeError, KeyError, ValueError):
         return _not_run(claim, f"no figure result ({source or claim.source} is missing or "
                         "unreadable; run reproduce.py --figures)", test)
-    mde = min_detectable_rho(n, alpha)
+    # a figure that combines several trained models states its own test (n = models) and the
+    # smallest mean rho it detects; an older single-model file is a test over its images
+    test = str(figure.get("test") or test)
+    mde = figure.get("mde_rho")
+    mde = float(mde) if isinstance(mde, int | float) and not isinstance(mde, bool) \
+        else min_detectable_rho(n, alpha)
+    if n < 2:
+        mde = None
     if mde is None or math.isnan(p):
         verdict = "underpowered"
     elif p <= alpha:
@@ -738,10 +824,18 @@ def _intro(report: Report) -> str:
 
 
 def _counts(report: Report) -> str:
+    """The headline: how many claims are decided and on what part of the paper's table, then the
+    verdicts. A claim decided on some of its columns (or rows) counts as decided only there."""
     results = [r for s in report.sections for r in s.results]
+    decided = [r for r in results if r.decided]
+    whole = sum(r.complete for r in decided)
+    columns = sorted({c for r in decided if r.coverage for c in r.coverage.columns})
+    where = f" ({', '.join(columns)})" if columns else ""
+    head = (f"{len(results)} claims: {len(decided)} decided on the columns run{where}, "
+            f"{whole} on all the claim's columns and rows")
     parts = [f"{sum(r.verdict == v for r in results)} {v}" for v in VERDICT_COLOUR
              if any(r.verdict == v for r in results)]
-    return f"{len(results)} claims: " + ", ".join(parts)
+    return head + "; " + ", ".join(parts)
 
 
 def blocks(report: Report) -> list[Block]:
