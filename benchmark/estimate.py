@@ -23,7 +23,8 @@ The per-image costs come from, in this order:
 3. measured records made on the other device type (said so: a CPU time is no GPU time).
 
 A sweep: locally, the runs longest expected first (the order the pipeline launches them in), each
-started when one of min(--jobs, cores) slots comes free (one slot on a GPU); on Slurm, per job of
+started when one of the launcher's --jobs slots comes free; more runs at once than cores (than one
+on a GPU) share them, each slower in proportion; on Slurm, per job of
 packed runs from "fully overlapping" (its longest run) to "back to back" (their sum), and in total
 jobs x GPUs x job time.
 """
@@ -39,7 +40,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .keys import RunTask
+from .tasks import RunTask
 
 # images a full-data run trains on (the official training set less its validation share) and
 # evaluates on (validation + test), per dataset: benchmark/datasets.py's docstring
@@ -228,13 +229,22 @@ def estimate_run(task: RunTask, gpu: bool, costs: list[MeasuredCost]) -> RunEsti
 
 @dataclass(frozen=True)
 class SweepEstimate:
-    """A local sweep: every run's estimate and how many train at once."""
+    """A local sweep: every run's estimate, how many train at full speed at once (`workers`: CPU
+    cores, one GPU) and how many the launcher starts at once (`at_once`, --jobs: more than
+    `workers` share them, each slower in proportion)."""
     runs: dict  # RunKey -> RunEstimate
-    workers: int  # runs that train at once
+    workers: int  # runs that train at full speed at once: min(--jobs, cores); 1 on a GPU
+    at_once: int | None = None  # runs started at once: min(--jobs, runs); None: `workers`
+    gpu: bool = False
 
     @property
     def known(self) -> list[float]:
         return [c.seconds for c in self.runs.values() if c.seconds is not None]
+
+    @property
+    def sharing(self) -> bool:
+        """Whether more runs train at once than there are cores (a GPU) for them."""
+        return (self.at_once or 0) > self.workers
 
     def launch_order(self, tasks: list[RunTask]) -> list[RunTask]:
         """`tasks` longest expected first (runs without an estimate first, in their order), so
@@ -248,12 +258,27 @@ class SweepEstimate:
 
     @property
     def wall_seconds(self) -> float:
-        """The runs in launch_order, each started on the first of `workers` slots to come free
-        (as the local launcher does)."""
-        slots = [0.0] * max(1, self.workers)
-        for seconds in sorted(self.known, reverse=True):
-            heapq.heappush(slots, heapq.heappop(slots) + seconds)
-        return max(slots)
+        """The runs in launch_order, each started as soon as one of the launcher's slots comes
+        free (as the local launcher does); while more run than `workers`, they share the cores
+        equally, each at workers / running of its own speed."""
+        capacity = max(1, self.workers)
+        slots = max(capacity, self.at_once or capacity)
+        todo = sorted(self.known, reverse=True)
+        if slots == capacity:  # each run on a core of its own
+            free = [0.0] * capacity
+            for seconds in todo:
+                heapq.heappush(free, heapq.heappop(free) + seconds)
+            return max(free)
+        now, running = 0.0, []  # the work left (seconds at full speed) of each started run
+        while todo or running:
+            while todo and len(running) < slots:
+                running.append(todo.pop(0))
+            rate = min(1.0, capacity / len(running))  # each run's share of a core
+            first = min(running)  # the next run to finish
+            now += first / rate
+            running = [left - first for left in running]
+            running = [left for left in running if left > 0]
+        return now
 
     def how(self) -> str:
         """One line on what the estimate rests on."""
@@ -264,18 +289,25 @@ class SweepEstimate:
         records = "measured records under the results folder"
         parts = [f"{n} run{'s' if n > 1 else ''} from {records if k == 'records' else k}"
                  for k, n in sorted(counts.items())]
-        return ("; ".join(parts) + f"; each run at one thread's speed, {self.workers} at once "
-                "(min(--jobs, cores); a run given several threads may go faster); all epochs, "
-                "so early stopping can only make it shorter")
+        if self.sharing:
+            shared = "the GPU" if self.gpu else f"{self.workers} core{'s' if self.workers > 1 else ''}"
+            at_once = f"{self.at_once} at once (--jobs) sharing {shared}, each slower in proportion"
+        else:
+            at_once = f"{self.workers} at once (min(--jobs, cores); one on a GPU)"
+        return ("; ".join(parts) + f"; each run at one thread's speed, {at_once}; a run given "
+                "several threads may go faster; all epochs, so early stopping can only make it "
+                "shorter")
 
 
 def estimate_sweep(tasks: list[RunTask], results_dir, *, jobs: int = 1, gpu: bool = False,
                    costs: list[MeasuredCost] | None = None) -> SweepEstimate:
-    """A local sweep of `tasks`: seconds per run and min(`jobs`, cores) slots (one on a GPU)."""
+    """A local sweep of `tasks` as the local launcher runs it: min(`jobs`, runs) at once, sharing
+    the cores (one GPU) when they are more; seconds per run at one core's (the GPU's) speed."""
     costs = measured_costs(results_dir) if costs is None else costs
     runs = {task.key: estimate_run(task, gpu, costs) for task in tasks}
-    workers = 1 if gpu else min(max(1, jobs), os.cpu_count() or 1)
-    return SweepEstimate(runs, workers)
+    jobs = max(1, jobs)
+    workers = 1 if gpu else min(jobs, os.cpu_count() or 1)
+    return SweepEstimate(runs, workers, at_once=max(1, min(jobs, len(tasks))), gpu=gpu)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ log = logging.getLogger("gpvae_bench")
 LAUNCHERS = ("debug", "local", "slurm")
 POLL_SECONDS = 1.0
 SLURM_POLL_SECONDS = 5.0  # each poll of a Slurm job may run sacct: go easy on the controller
+STOP_WAIT_SECONDS = 15.0  # an interrupted local sweep waits this long at most for its workers to stop
 
 
 class LauncherError(RuntimeError):
@@ -146,17 +149,49 @@ def _reap(running: list, records: list[dict], bar: RunProgress) -> bool:
 
 def _stop_local(job) -> None:
     """Stop a local job: SIGTERM to its submitit controller, which passes it on to the worker (whose
-    run_one turns it into KeyboardInterrupt), and SIGINT as submitit's own cancel does (a controller
-    started from a background shell may ignore SIGINT, hence both)."""
+    run_one turns it into KeyboardInterrupt: the claim released, the checkpoint kept) and exits
+    once the worker has. Not SIGINT, which the controller ignores (_controller_ignores_sigint)."""
     process = getattr(job, "_process", None)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            if process is not None:
-                process.send_signal(sig)
-            else:
-                os.kill(int(job.job_id), sig)
-        except (OSError, ValueError):
-            pass
+    try:
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.kill(int(job.job_id), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+@contextlib.contextmanager
+def _controller_ignores_sigint():
+    """Start a local job's submitit controller with SIGINT ignored (a process inherits an ignored
+    signal, and Python then installs no KeyboardInterrupt handler): Ctrl-C reaches every process of
+    the terminal's process group, and a controller interrupted in its wait loop prints a
+    KeyboardInterrupt traceback and SIGKILLs its worker a second later, before the worker can
+    release its claim. The launcher stops its controllers itself (_stop_local). The worker sets its
+    own handlers (benchmark.run: _stop_with_launcher)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_stopped(running: list, seconds: float) -> None:
+    """Wait up to `seconds` until each of the `running` (stopped) jobs has released its runs'
+    claims or ended, so that the command ends with nothing held (the worker processes themselves
+    may take a few seconds more to exit, torch and all)."""
+    deadline = time.monotonic() + seconds
+
+    def holding(job, tasks) -> bool:
+        process = getattr(job, "_process", None)
+        return (process is None or process.poll() is None) and any(
+            t.store.claim_path(t.key).exists() for t in tasks)
+
+    while any(holding(job, tasks) for job, tasks in running) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _bounded(executor, tasks: list[RunTask], jobs: int, bar: RunProgress) -> list[dict]:
@@ -169,7 +204,8 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: RunProgress) -> lis
         while queue or running:
             while queue and len(running) < jobs:
                 task = queue.pop(0)
-                job = executor.submit(run_one, task)
+                with _controller_ignores_sigint():
+                    job = executor.submit(run_one, task)
                 bar.started(task, job.paths.stdout)
                 running.append((job, [task]))
             if not _reap(running, records, bar):
@@ -177,6 +213,7 @@ def _bounded(executor, tasks: list[RunTask], jobs: int, bar: RunProgress) -> lis
     except (KeyboardInterrupt, Unavailable):  # leave no training subprocess behind the user
         for job, _ in running:
             _stop_local(job)
+        _wait_stopped(running, STOP_WAIT_SECONDS)
         raise
     return records
 
@@ -264,6 +301,24 @@ def _sbatch_error(err: Exception) -> str:
     return one_line("; ".join(lines) if lines else (text.strip() or type(err).__name__))[:500]
 
 
+# what submitit writes for a submission before sbatch answers, in the executor's folder: the sbatch
+# script and one pickle per job (both renamed after the job id once sbatch accepts the job)
+_PENDING_SUBMISSION = re.compile(r"(\.submission_file_[0-9a-f]{32}\.sh|[0-9a-f]{32}\.pkl)")
+
+
+def _submission_files(folder: Path) -> set[Path]:
+    """The files of submissions sbatch has not accepted (yet) in submitit's `folder`."""
+    try:
+        return {p for p in Path(folder).absolute().iterdir() if _PENDING_SUBMISSION.fullmatch(p.name)}
+    except OSError:
+        return set()
+
+
+def _no_slurm(tool: str) -> str:
+    return (f"--launcher slurm needs Slurm: {tool!r} is not on PATH (run it where Slurm's "
+            "commands are, e.g. a cluster's login node)")
+
+
 def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tuple[str, list]]:
     """Submit the job arrays of slurm_arrays(), each with its family's resource overrides and its
     share of the sweep's cap; [(array job id, [(job, [task, ...]), ...])]. A submission Slurm refuses
@@ -271,7 +326,7 @@ def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tu
     from .cluster import make_executor, max_requeues
 
     if shutil.which("sbatch") is None:
-        raise LauncherError("--launcher slurm needs Slurm: 'sbatch' is not on PATH")
+        raise LauncherError(_no_slurm("sbatch"))
     submitted, ids = [], []
     arrays = slurm_arrays(tasks, folder, cluster_profile)
     for index, array in enumerate(arrays):
@@ -280,12 +335,17 @@ def submit_slurm(tasks: list[RunTask], folder: Path, cluster_profile) -> list[tu
             params["slurm_array_parallelism"] = array.parallelism
         if array.after is not None:
             params["slurm_additional_parameters"] = {"dependency": f"afterany:{ids[array.after]}"}
+        before = _submission_files(folder)
         try:
             executor = make_executor(cluster_profile, folder, array.method, **params)
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr
                 jobs = executor.map_array(SlurmRun(max_requeues(cluster_profile, array.method)),
                                           array.packs)
         except Exception as err:  # sbatch refused (bad partition, QoS, limits), controller down
+            for path in _submission_files(folder) - before:  # what this refused submission wrote
+                path.unlink(missing_ok=True)
+            if shutil.which("srun") is None:  # submitit's SlurmExecutor will not start without it
+                raise LauncherError(_no_slurm("srun")) from None
             done = ", ".join(f"job array {i} ({a.name}, {len(a.tasks)} runs)"
                              for i, a in zip(ids, arrays, strict=False)) or "nothing"
             rest = ", ".join(f"{a.name} ({len(a.tasks)} runs)" for a in arrays[index:])

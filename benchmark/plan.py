@@ -9,10 +9,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .keys import RunKey, RunTask
+from .keys import RunKey
 from .profiles import Profile
 from .specs import Row, TableSpec, load_dataset_settings
 from .store import ClaimInfo, ResultsStore
+from .tasks import RunTask
 
 STATES = ("done", "failed", "in progress", "missing", "stale", "corrupt")
 

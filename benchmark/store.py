@@ -27,6 +27,8 @@ import tempfile
 import threading
 import time
 import uuid
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,12 +138,81 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, save)
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """What makes the checkpoint at `path` unusable, or None (also when there is none): torch.save
+    writes a zip archive, and torch.load neither notices a damaged byte (it does not check the
+    archive's CRCs: the weights would come back altered) nor says more than 'PytorchStreamReader
+    failed' for a file cut short. Reads the whole file once; no torch."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return "a folder, not a checkpoint"
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, zlib.error) as err:
+        return f"unreadable (cut short or damaged: {_first_line(err)})"
+    return f"damaged ({damaged}: CRC mismatch)" if damaged else None
+
+
+def warn_unusable_checkpoint(path: Path) -> None:
+    """Before its run is launched: one warning if the checkpoint at `path` is cut short or damaged
+    (the run's worker sets it aside, holding the run's claim, and starts from scratch)."""
+    why = checkpoint_problem(path)
+    if why is not None:
+        warn_once("corrupt checkpoint", path, "checkpoint %s: %s; the run sets it aside (.corrupt) "
+                  "and starts from scratch", path, why)
+
+
 def load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint at `path`, or None if there is none."""
+    """The checkpoint at `path`, or None if there is none or it cannot be used. It is read with
+    torch's weights-only unpickler: tensors (RNG states included), numbers, strings, lists, dicts,
+    and nothing that could run code (a checkpoint planted in a shared results folder is not
+    trusted; docs/results-folder.md). One that cannot be used (cut short by a killed copy or a
+    full disk, damaged, or holding other objects) is set aside beside it as `<name>.corrupt`, with
+    one warning naming it, and the run starts from scratch; nothing is deleted."""
+    import pickle
+
     import torch
 
     path = Path(path)
-    return torch.load(path, weights_only=False) if path.exists() else None
+    if not path.exists():
+        return None
+    why = checkpoint_problem(path)
+    if why is None:
+        try:
+            return torch.load(path, weights_only=True, map_location="cpu")
+        except FileNotFoundError:
+            return None  # removed meanwhile
+        except OSError:
+            raise  # the disk, not the file (an I/O error): the caller reports it
+        except Exception as err:  # whatever torch raises for a file it cannot read: the file is bad
+            why = ("it holds objects other than tensors, numbers and strings, which are not loaded "
+                   "(loading them could run code)" if isinstance(err, pickle.UnpicklingError)
+                   and "Weights only load failed" in str(err) else f"unreadable ({_first_line(err)})")
+    moved = set_aside_file(path, "corrupt")
+    warn_once("corrupt checkpoint", path, "checkpoint %s: %s; set aside as %s, the run starts from "
+              "scratch", path, why, moved.name if moved else "(gone meanwhile)")
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def set_aside_file(path: Path, reason: str) -> Path | None:
+    """Move `path` to `<name>.<reason>` beside it (`<name>.<reason>1`, ... if taken): kept, not
+    deleted, and out of the way; None if there was nothing to move."""
+    path = Path(path)
+    n = 0
+    while (target := path.with_name(f"{path.name}.{reason}{n or ''}")).exists():
+        n += 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 # ------------------------------------------------------------------ the record schema
@@ -528,8 +599,9 @@ class ResultsStore:
         return self.record_path(key).with_suffix(".ckpt")
 
     def weights_path(self, key: RunKey) -> Path:
-        """The trained model's state_dict (--keep-weights): `torch.load` it into the model that
-        benchmark.factory.build_model makes for the record's method, params and dim."""
+        """The trained model's state_dict (--keep-weights): `torch.load(path, weights_only=True)`
+        it into the model that benchmark.factory.build_model makes for the record's method, params
+        and dim (docs/results-folder.md: which files of a results folder are data, which code)."""
         return self.record_path(key).with_suffix(".pt")
 
     def claim_path(self, key: RunKey) -> Path:
@@ -612,16 +684,12 @@ class ResultsStore:
         """Keep an unusable record next to where it was (nothing computed is ever deleted); None if
         there was nothing to move."""
         path = self.record_path(key)
-        n = 0
-        while (target := path.with_name(f"{path.name}.{reason}{n or ''}")).exists():
-            n += 1
-        try:
-            os.replace(path, target)
-        except FileNotFoundError:
+        target = set_aside_file(path, reason)
+        if target is None:
             return None
         weights = self.weights_path(key)  # --keep-weights: they go with their record
         if weights.exists():
-            os.replace(weights, weights.with_name(f"{weights.name}.{reason}{n or ''}"))
+            os.replace(weights, weights.with_name(weights.name + target.name.removeprefix(path.name)))
         return target
 
     # ---- checkpoints and weights

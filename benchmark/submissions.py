@@ -18,8 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .keys import RunTask
 from .store import write_json_atomic
+from .tasks import RunTask
 
 IN_QUEUE = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
             "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",

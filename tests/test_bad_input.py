@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,7 @@ class Env:
     data: Path
     results: Path
     mp: pytest.MonkeyPatch
+    kept: bytes = b""  # what a case's check compares with (a file it damaged)
 
     def file(self, name: str, content: str | bytes) -> str:
         path = self.tmp / name
@@ -158,21 +160,32 @@ def flip(at: int):
     return damage
 
 
-def fake_slurm(env: Env) -> None:
-    """sbatch, squeue, scontrol and sinfo on PATH that fail as Slurm's do with its controller down."""
+def fake_slurm(env: Env, *, only: tuple[str, ...] | None = None) -> None:
+    """Slurm's commands on PATH (and nothing else of Slurm: hermetic on a machine with or without
+    it), failing as Slurm's do with its controller down; `only`: just those commands. submitit
+    looks for srun before it submits anything."""
     bin_ = env.tmp / "bin"
     bin_.mkdir()
     for tool, line in (("sbatch", "sbatch: error: Batch job submission failed: Unable to contact "
                                   "slurm controller (connect failure)"),
+                       ("srun", "srun: error: Unable to contact slurm controller (connect failure)"),
                        ("squeue", "slurm_load_jobs error: Unable to contact slurm controller "
                                   "(connect failure)"),
                        ("scontrol", "slurm_load_ctl_conf error: Unable to contact slurm "
                                     "controller (connect failure)"),
                        ("sinfo", "slurm_load_partitions: Unable to contact slurm controller "
                                  "(connect failure)")):
-        (bin_ / tool).write_text(f"#!/bin/sh\necho '{line}' >&2\nexit 1\n")
-        (bin_ / tool).chmod(0o755)
-    env.mp.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+        if only is None or tool in only:
+            (bin_ / tool).write_text(f"#!/bin/sh\necho '{line}' >&2\nexit 1\n")
+            (bin_ / tool).chmod(0o755)
+    env.mp.setenv("PATH", f"{bin_}:{without_slurm(os.environ['PATH'])}")
+
+
+def without_slurm(path: str) -> str:
+    """$PATH less the folders that hold one of Slurm's commands (a machine with Slurm installed)."""
+    slurm = ("sbatch", "srun", "squeue", "scontrol", "sinfo", "sacct")
+    return os.pathsep.join(d for d in path.split(os.pathsep)
+                           if not any(os.access(os.path.join(d, t), os.X_OK) for t in slurm))
 
 
 def read_only(env: Env) -> None:
@@ -218,6 +231,12 @@ def full_disk_on_tables(env: Env) -> list[str]:
 CASES = [
     # command-line values
     ("no table", lambda e: [], 2, "--table is required"),
+    ("option misspelt", lambda e: ["--table", "1", "--tabel", "1"], 2,
+     "unrecognized arguments: --tabel 1 (reproduce.py --help lists the options)"),
+    ("--jobs not a number", lambda e: ["--table", "1", "--jobs", "two"], 2,
+     "argument --jobs: invalid int value: 'two'"),
+    ("unknown launcher", lambda e: ["--table", "1", "--launcher", "slrum"], 2,
+     "argument --launcher: invalid choice: 'slrum'"),
     ("unknown table", lambda e: ["--table", "9"], 2, "unknown table '9'; known tables: 1"),
     ("unknown profile", lambda e: ["--table", "1", "--profile", "huge"], 2, "unknown profile 'huge'"),
     ("unknown method", lambda e: ["--table", "1", "--methods", "vae,bogus"], 2,
@@ -230,6 +249,10 @@ CASES = [
     ("--methods empty", lambda e: ["--table", "1", "--methods", ","], 2, "selects none of the rows"),
     ("dataset not in table", lambda e: ["--table", "1", "--datasets", "imagenet"], 2,
      "dataset 'imagenet' is not in table1"),
+    ("--dims names none", lambda e: ["--table", "1", "--dims", ","], 2,
+     "--dims: names none; those of table1: 10, 20, 50"),
+    ("--datasets names none", lambda e: ["--table", "1", "--datasets", ","], 2,
+     "--datasets: names none; those of table1: mnist, omniglot"),
     ("non-numeric dims", lambda e: ["--table", "1", "--dims", "ten"], 2,
      "--dims ten: expected comma-separated integers"),
     ("dims not in table", lambda e: ["--table", "1", "--dims", "10,7"], 2,
@@ -275,6 +298,14 @@ CASES = [
     ("spec no rows", lambda e: spec(e, SPEC.replace("[vae]", "[]")), 2,
      "rows must be a non-empty list"),
     ("spec missing", lambda e: ["--table", str(e.tmp / "nope.yaml")], 2, "does not exist"),
+    ("spec is a folder", lambda e: ["--table", e.folder("mine.yaml")], 2,
+     "mine.yaml is a folder, not a YAML file"),
+    ("spec lists a row twice", lambda e: spec(e, SPEC.replace("[vae]", "[vae, vae]")), 2,
+     "rows lists vae-default twice"),
+    ("spec lists a dataset twice", lambda e: spec(e, SPEC.replace("[mnist]", "[mnist, mnist]")), 2,
+     "datasets lists mnist twice"),
+    ("spec row whose method has no plugin", lambda e: spec(e, SPEC.replace("[vae]", "[vae, vea]")),
+     2, "row vea-default of spec names method 'vea', which has no plugin; known methods: "),
     ("row parameter the plugin does not take", broken_spec_row, 2,
      "method 'sa' takes no parameter 'kk'"),
     # plugins
@@ -310,11 +341,18 @@ CASES = [
         *ONE_RUN, "--methods", "sa-k1", "--launcher", "slurm", "--cluster",
         str(REPO / "slurm" / "local.yaml")), 2,
      "'sbatch' is not on PATH"),
+    ("slurm: no srun", lambda e: fake_slurm(e, only=("sbatch",)) or e.run(
+        *ONE_RUN, "--methods", "sa-k1", "--launcher", "slurm", "--cluster",
+        str(REPO / "slurm" / "local.yaml")), 2,
+     "'srun' is not on PATH"),
     ("slurm: controller down", lambda e: fake_slurm(e) or e.run(
         *ONE_RUN, "--methods", "sa-k1", "--launcher", "slurm", "--cluster",
         str(REPO / "slurm" / "local.yaml")), 1,
      "Unable to contact slurm controller"),
 ]
+
+# what submitit writes for a submission before sbatch accepts it: gone once sbatch refused it
+PENDING_SUBMISSION = re.compile(r"\.submission_file_[0-9a-f]{32}\.sh|[0-9a-f]{32}\.pkl")
 
 
 @pytest.mark.parametrize("setup,code,needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -325,14 +363,114 @@ def test_bad_input(capsys, tmp_path, monkeypatch, tiny_mnist, finished, setup, c
     env = Env(tmp_path, tiny_mnist, results, monkeypatch)
     argv = setup(env)
     capsys.readouterr()
-    rc = main(argv)
+    try:
+        rc = main(argv)
+    except SystemExit as exit_:  # argparse's own errors (reproduce.py exits the same way)
+        rc = exit_.code
     monkeypatch.undo()
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "usage:" not in err
     assert "Traceback" not in err
     assert rc == code and len(errors) == 1 and needle in errors[0], (rc, err)
     assert snapshot(results) == before  # no finished record touched
     assert not [p for p in results.rglob("*.tmp")], "a temp file was left behind"
+    assert not [p for p in results.rglob("*") if PENDING_SUBMISSION.fullmatch(p.name)]
+
+
+# ------------------------------------------------------------------ warned once, then carried on
+
+
+def pending_checkpoint(env: Env) -> Path:
+    """Where the checkpoint of the run the finished record's sweep has left (VAE split 1) goes."""
+    [record] = (env.results / "runs").rglob("s0-r0.json")
+    return record.with_name("s1-r0.ckpt")
+
+
+def cut_short_checkpoint(env: Env) -> list[str]:
+    path = pending_checkpoint(env)
+    torch.save({"w": torch.zeros(1000)}, path)  # a real checkpoint archive...
+    path.write_bytes(path.read_bytes()[:1500])  # ...cut short, as a killed copy leaves it
+    env.kept = path.read_bytes()
+    return env.run(*ONE_RUN, "--splits", "2")
+
+
+def restarted_from_scratch(env: Env, out: str) -> None:
+    """The run trained from its first epoch and is recorded ok (not failed: nothing left stuck for
+    --retry-failed), its bad checkpoint kept beside it byte for byte."""
+    ckpt = pending_checkpoint(env)
+    record = json.loads(ckpt.with_suffix(".json").read_text())
+    assert record["status"] == "ok" and record["metrics"]["resumed_from_epoch"] is None
+    assert not ckpt.exists() and ckpt.with_name(ckpt.name + ".corrupt").read_bytes() == env.kept
+
+
+class Planted:
+    """Unpickled, it creates the file `marker`: a .ckpt planted to run code when a run resumes."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def planted_checkpoint(env: Env) -> list[str]:
+    torch.save({"model": Planted(env.tmp / "code-ran"), "tag": "x"}, pending_checkpoint(env))
+    env.kept = pending_checkpoint(env).read_bytes()
+    return env.run(*ONE_RUN, "--splits", "2")
+
+
+def no_code_ran(env: Env, out: str) -> None:
+    assert not (env.tmp / "code-ran").exists()
+    restarted_from_scratch(env, out)
+
+
+def many_jobs(env: Env) -> list[str]:
+    env.mp.setattr(os, "cpu_count", lambda: 2)  # the project's VM, whatever runs the test
+    return env.run(*ONE_RUN, "--launcher", "local", "--jobs", "1000", "--methods", "vae,sa-k1",
+                   "--splits", "2", "--device", "cpu", "--dry-run")
+
+
+def shared_cores_estimated(env: Env, out: str) -> None:
+    """The estimate runs the 3 pending runs at once on 2 cores, as the launcher will start them."""
+    assert "3 at once (--jobs) sharing 2 cores" in out, out
+
+
+# (id, setup(env) -> argv, exit code, a piece of the one warning line, check(env, stdout))
+WARNED = [
+    ("checkpoint cut short: set aside, the run restarted", cut_short_checkpoint, 0,
+     "s1-r0.ckpt: unreadable (cut short or damaged", restarted_from_scratch),
+    ("checkpoint that would run code: not loaded, set aside", planted_checkpoint, 0,
+     "s1-r0.ckpt: it holds objects other than tensors, numbers and strings", no_code_ran),
+    ("--jobs above the cores: runs share them", many_jobs, 0,
+     "--jobs 1000: more runs at once than this machine's 2 CPU cores", shared_cores_estimated),
+    ("--methods leaves out the row without a plugin",
+     lambda e: spec(e, SPEC.replace("[vae]", "[vae, vea]")) + ["--methods", "vae"], 0,
+     "row VEA: no plugin registered for method 'vea'", lambda e, out: None),
+]
+
+
+@pytest.mark.parametrize("setup,code,needle,check", [c[1:] for c in WARNED],
+                         ids=[c[0] for c in WARNED])
+def test_warned_once(capsys, tmp_path, monkeypatch, tiny_mnist, finished, setup, code, needle,
+                     check):
+    """Input that is not an error but must be said: one warning line, then the command carries on;
+    no finished record touched."""
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    before = snapshot(results)
+    env = Env(tmp_path, tiny_mnist, results, monkeypatch)
+    argv = setup(env)
+    capsys.readouterr()
+    rc = main(argv)
+    monkeypatch.undo()
+    out, err = capsys.readouterr()
+    said = [line for line in err.splitlines() if needle in line]
+    assert "Traceback" not in err and "error:" not in err
+    assert rc == code and len(said) == 1, (rc, err)
+    after = snapshot(results)
+    assert {name: after.get(name) for name in before} == before  # no finished record touched
+    check(env, out)
 
 
 def test_nan_loss_is_recorded_and_exits_nonzero(capsys, tmp_path, mnist_root, monkeypatch):

@@ -50,14 +50,16 @@ def write_inputs(tmp: Path, epoch_sleep: float) -> tuple[Path, Path]:
     return spec, profile
 
 
-def launcher(spec, profile, root, results, *extra) -> subprocess.Popen:
+def launcher(spec, profile, root, results, *extra, own_group: bool = False) -> subprocess.Popen:
+    """reproduce.py with the local launcher; `own_group`: in a process group of its own, as a
+    terminal's foreground job is (Ctrl-C signals the whole group)."""
     env = dict(os.environ, GPVAE_BENCH_PLUGINS="probe_plugin",
                PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "reproduce.py", "--table", str(spec), "--profile", str(profile),
            "--data-root", str(root), "--results-dir", str(results), "--launcher", "local",
            "--jobs", "1", "--threads", "1", "--device", "cpu", "-q", *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=own_group)
 
 
 def records(results: Path) -> list[Path]:
@@ -198,6 +200,39 @@ def test_a_killed_launcher_leaves_no_worker_and_a_rerun_finishes_the_sweep(mnist
           f"gone {stopped_after:.1f}s after it; after the rerun {len(records(results))} records, "
           f"training starts per run {dict(counts)} "
           f"({'resumed' if 'resumed from checkpoint' in logs else 'restarted'})")
+
+
+def test_ctrl_c_mid_sweep_says_one_line_and_releases_every_claim(mnist_root, tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the whole foreground process group (the launcher, its
+    submitit controllers, their workers). The launcher says one line, with no traceback from any
+    of them; by the time it has exited every claim is released and no worker is left; every
+    finished record stays as it was."""
+    spec, profile = write_inputs(tmp_path, epoch_sleep=2.0)
+    results = tmp_path / "results"
+    watch = RecordWatch(results)
+    proc = launcher(spec, profile, mnist_root, results, "--jobs", "2", own_group=True)
+    deadline = time.monotonic() + 300
+    while not list((results / "runs").rglob("*.claim")):  # mid-sweep: a run is training
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the sweep never got going"
+        time.sleep(0.1)
+    time.sleep(1.0)  # into its first epoch
+    os.killpg(proc.pid, signal.SIGINT)
+    pressed = time.monotonic()
+    rc, err = finish(proc, timeout=120)
+    took = time.monotonic() - pressed
+    claims = list((results / "runs").rglob("*.claim"))  # as the command returns
+    while processes_under(tmp_path) and time.monotonic() - pressed < 30:
+        time.sleep(0.2)
+    watch.stop()
+    assert rc == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.strip().splitlines() == ["interrupted: finished runs are recorded; rerun to "
+                                        "continue"], err[-3000:]
+    assert claims == [], claims
+    assert processes_under(tmp_path) == []
+    assert watch.rewritten() == []
+    print(f"\n[drill] Ctrl-C mid-sweep: exit {rc} {took:.1f}s after it, stderr {err.strip()!r}, "
+          f"{len(records(results))} record(s) kept, no claim left")
 
 
 @pytest.mark.parametrize("damage", [
