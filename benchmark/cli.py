@@ -27,19 +27,28 @@ from .yamlio import ConfigError
 log = logging.getLogger("gpvae_bench")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors (an unknown option, --jobs two) as the harness's others: one `error:` line
+    and exit 2, not the whole usage first."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {one_line(message)} (reproduce.py --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="reproduce.py",
         description="Train every method of a table of Kim (CVPR 2022) over splits x restarts, "
         "evaluate test log-likelihood by IWAE, t-test against the best method, and write the "
         "table as Markdown, LaTeX and HTML under RESULTS/tables/.",
     )
     p.add_argument("--table", help="which table to reproduce (see --list)")
-    p.add_argument("--profile", default="quick",
+    p.add_argument("--profile", default=None,
                    help="work size: smoke (seconds a run; checks the wiring, numbers mean "
                    "nothing), quick (minutes a run on a CPU; hours for a whole table), claims "
                    "(full data, 6 epochs: minutes a run), paper (the paper's protocol: days on a "
-                   "CPU, use a GPU or Slurm), or a path to a profile YAML (default: quick). "
+                   "CPU, use a GPU or Slurm), or a path to a profile YAML (default: chosen for "
+                   "this machine: paper with a CUDA device or --launcher slurm, else claims). "
                    "--dry-run says how long a sweep takes here")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one profile setting, e.g. --set epochs=10 --set batch_size=64 "
@@ -56,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=LAUNCHERS, default="local",
                    help="debug: in this process; local: subprocesses (see --jobs); slurm: job "
                    "arrays through submitit (see --cluster) (default: local)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=int, default=None,
                    help="local launcher: runs at the same time; CPU threads are shared among "
-                   "them (default: 1)")
+                   "them (default: one per CPU core; one on a CUDA device)")
     p.add_argument("--threads", type=int, default=None,
                    help="local launcher: CPU threads per run (default: CPU cores / --jobs); 1 suits "
                    "GPU runs, whose work is not on the CPU")
@@ -95,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "Figure 1) on our results and write tableN_claims.{md,html}: test, n, effect, "
                    "p and a verdict (reproduced / contradicted / underpowered); the claims are "
                    "benchmark/paper/claims.yaml")
+    p.add_argument("--budget", metavar="DURATION",
+                   help="with --claims: plan the sweep to decide as many of the table's claims as "
+                   "possible within DURATION of wall time on this machine (45m, 3h, 1h30m): which "
+                   "rows, columns and how many splits to train, from the records that exist, "
+                   "their spread and the --dry-run cost model; prints the plan per claim, trains "
+                   "it (nothing under --dry-run), then the verdicts")
     p.add_argument("--figures", action="store_true",
                    help="draw the paper's Figures 1-2 (2-D latent GPVAE on MNIST) under "
                    "RESULTS/figures/ with --data-root/--download/--results-dir/--device/--threads; "
@@ -169,7 +184,8 @@ def request_from(args: argparse.Namespace) -> Request:
         wait=not args.no_wait, collect=args.collect, dry_run=args.dry_run, device=args.device,
         methods=_csv(args.methods), datasets=_csv(args.datasets), dims=_dims(args.dims),
         splits=args.splits, force=args.force, retry_failed=args.retry_failed, paired=args.paired,
-        compare_paper=args.compare_paper, claims=args.claims, keep_weights=args.keep_weights,
+        compare_paper=args.compare_paper, claims=args.claims, budget=args.budget,
+        keep_weights=args.keep_weights,
         quiet=args.quiet)
 
 

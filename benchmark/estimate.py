@@ -14,7 +14,7 @@ The per-image costs come from, in this order:
      2.14.1, one thread, MNIST's CNN with h=256, batch 64), scaled to the run's variant, latent
      size, network, image size and profile. Rough (within about 2x): they say whether a sweep
      takes minutes, hours or days, not to the minute. Where each figure comes from is said beside
-     it: README, "The claims profile" and "Performance"
+     it: docs/claims-profile.md and docs/performance.md
      (`python -m benchmark.analyses.speed --train`), and the `claims` records of Table 1;
    - GPU: the paper's Table 3 (ms per test batch of 128 at dim 50, on an RTX 2080 Ti,
      benchmark/paper/table3.yaml), a training step taken as 3 forward passes (forward + backward),
@@ -52,8 +52,8 @@ FULL_SIZES = {"mnist": (54000, 16000), "binarized_mnist": (50000, 20000),
 TABLE3_BATCH = 128
 TRAIN_STEP_FORWARDS = 3  # a training step: forward + backward, about 3 forward passes
 
-# ---- CPU fallback: measured on the 2-core VM, one thread (README, "The claims profile",
-# "Performance")
+# ---- CPU fallback: measured on the 2-core VM, one thread (docs/claims-profile.md,
+# docs/performance.md). Another CPU: scaled by its own records (machine_scale).
 # ms per training image per epoch (forward, backward, Adam, the epoch's validation ELBO) of each
 # family's first variant, MNIST CNN h=256, batch 64, d=10 (claims-b64 and claims records, quiet VM)
 FALLBACK_TRAIN_MS = {"vae": 0.38, "gpvae": 0.89, "hf": 0.41, "iaf": 0.43, "me": 1.10, "rme": 0.65,
@@ -169,23 +169,46 @@ def fallback_seconds(task: RunTask) -> float | None:
     """One run's seconds on one CPU thread from FALLBACK_*; None for a method it has no figure
     for."""
     key, prof = task.key, task.profile
-    vae = FALLBACK_TRAIN_MS["vae"]
-    if key.method == "vlae":
-        train_ms, eval_ms = VLAE_RATIO * vae, VLAE_EVAL_RATIO * FALLBACK_EVAL_MS
-    elif key.method in FALLBACK_TRAIN_MS:
-        train_ms, eval_ms = FALLBACK_TRAIN_MS[key.method], FALLBACK_EVAL_MS
-        first, n = FALLBACK_FIRST_VARIANT.get(key.method), _number(key.variant)
-        if first and n:  # more flow steps / SVI steps / components: sub-linear (README, Table 4)
-            train_ms = vae + (train_ms - vae) * (n / first) ** 0.5
-        if key.method == "gpvae":
-            train_ms += GPVAE_MS_PER_DIM * (key.dim - 10)
-    else:
+    train_ms = fallback_train_ms(key.method, key.variant, key.dim)
+    if train_ms is None:
         return None
+    eval_ms = FALLBACK_EVAL_MS * (VLAE_EVAL_RATIO if key.method == "vlae" else 1.0)
     if task.settings.network == "fc":
         train_ms *= FC_RATIO.get(key.method, FC_RATIO_OTHERS)
     scale = PIXELS.get(task.data_name, MNIST_PIXELS) / MNIST_PIXELS
     n_train, n_eval = sizes(task)
     return scale * (prof.epochs * n_train * train_ms + n_eval * prof.iwae_k * eval_ms) / 1000
+
+
+def fallback_train_ms(method: str, variant: str, dim: int) -> float | None:
+    """FALLBACK_TRAIN_MS for one row at latent size `dim` (MNIST's CNN), as fallback_seconds
+    scales it; None for a method without a figure."""
+    vae = FALLBACK_TRAIN_MS["vae"]
+    if method == "vlae":
+        return VLAE_RATIO * vae
+    if method not in FALLBACK_TRAIN_MS:
+        return None
+    ms = FALLBACK_TRAIN_MS[method]
+    first, n = FALLBACK_FIRST_VARIANT.get(method), _number(variant)
+    if first and n:  # more flow steps / SVI steps / components: sub-linear (docs/performance.md, Table 4)
+        ms = vae + (ms - vae) * (n / first) ** 0.5
+    if method == "gpvae":
+        ms += GPVAE_MS_PER_DIM * (dim - 10)
+    return ms
+
+
+def machine_scale(costs: list[MeasuredCost]) -> tuple[float, int]:
+    """How much slower (> 1) or faster this machine trains than the VM the fallback table was
+    measured on: the median of measured / fallback per-image cost over the CPU records of MNIST-size
+    CNN columns (mnist, omniglot), and how many records that rests on; (1.0, 0) without any."""
+    ratios = []
+    for c in costs:
+        if c.device != "cpu" or c.dataset not in ("mnist", "omniglot"):
+            continue
+        ms = fallback_train_ms(c.method, c.variant, c.dim)
+        if ms:
+            ratios.append(c.train_s_per_image_epoch * 1000 / ms)
+    return (statistics.median(ratios), len(ratios)) if ratios else (1.0, 0)
 
 
 def _from_records(task: RunTask, pool: list[MeasuredCost], gpu: bool) -> RunEstimate:
@@ -217,6 +240,10 @@ def estimate_run(task: RunTask, gpu: bool, costs: list[MeasuredCost]) -> RunEsti
     if gpu and (t3 := table3_seconds(task)) is not None:
         return t3
     if not gpu and (seconds := fallback_seconds(task)) is not None:
+        scale, n = machine_scale(costs)
+        if n:  # this machine's speed, from its own records of other rows
+            return RunEstimate(seconds * scale, f"{CPU_FALLBACK}, scaled x{scale:.2f} to this "
+                               f"machine by {n} record{'s' * (n > 1)} of other rows")
         return RunEstimate(seconds, CPU_FALLBACK)
     if same:
         return _from_records(task, same, gpu)
@@ -250,7 +277,7 @@ class SweepEstimate:
         """`tasks` longest expected first (runs without an estimate first, in their order), so
         that the sweep does not end on one long run while the other slots stand idle. Measured on
         the `claims` profile's 18 VAE and GPVAE runs, 2 at once: in table order the last GPVAE
-        d=50 run (650 s) ran alone at the end (README, "The claims profile")."""
+        d=50 run (650 s) ran alone at the end (docs/claims-profile.md)."""
         def expected(task):
             seconds = self.runs[task.key].seconds
             return -math.inf if seconds is None else -seconds

@@ -32,7 +32,7 @@ from .keys import RunKey
 from .plan import Plan, make_plan
 from .profiles import apply_overrides, load_profile
 from .specs import load_table_spec
-from .store import Record, ResultsStore, warn_once, write_text_atomic
+from .store import Record, ResultsStore, warn_once, warn_unusable_checkpoint, write_text_atomic
 
 log = logging.getLogger("gpvae_bench")
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "data")
@@ -52,13 +52,14 @@ class Request:
     are checked against the table when the request is run."""
 
     table: str  # "1", "table1" or a spec file
-    profile: str = "quick"  # a name in benchmark/profiles or a YAML path
+    profile: str | None = None  # a name in benchmark/profiles or a YAML path; None: chosen for
+    # this machine (benchmark.machine: claims on a CPU, paper with CUDA or under Slurm)
     overrides: tuple[str, ...] = ()  # "KEY=VALUE" on top of the profile (--set)
     data_root: str = DEFAULT_DATA_ROOT
     download: bool = False
     results_dir: str = "results"
     launcher: str = "local"  # debug (this process), local (subprocesses), slurm
-    jobs: int = 1
+    jobs: int | None = None  # local launcher; None: one run per CPU core (one on a GPU)
     threads: int | None = None
     cluster: str | None = None  # slurm: cluster profile name or path
     wait: bool = True  # slurm: False submits and returns (--no-wait)
@@ -74,6 +75,7 @@ class Request:
     paired: bool = False
     compare_paper: bool = False
     claims: bool = False
+    budget: str | None = None  # with claims: plan the sweep to decide claims within this duration
     keep_weights: bool = False  # keep each run's final state_dict beside its record
     quiet: bool = False  # nothing but warnings and errors on the console
 
@@ -136,6 +138,7 @@ class Sweep:
     paper: object = None
     claim_set: object = None
     console: Console = field(default_factory=Console)
+    choice: object = None  # what benchmark.machine chose (profile, jobs); None: all given
 
     @property
     def timing(self) -> bool:
@@ -167,6 +170,9 @@ def resolve(request: Request) -> Sweep:
         raise UsageError("--table is required (or --list); known tables: " + ", ".join(table_names()))
     if r.launcher not in LAUNCHERS:
         raise UsageError(f"--launcher {r.launcher}: choose from {', '.join(LAUNCHERS)}")
+    from .machine import choose
+
+    r, choice = choose(r)  # --profile, --jobs not given: chosen for this machine
     spec = load_table_spec(r.table)
     paper = claim_set = None
     if r.compare_paper:
@@ -185,6 +191,9 @@ def resolve(request: Request) -> Sweep:
                          + ", ".join(method_specs()) + f"; rows of {spec.name}: "
                          + ", ".join(row.id for row in spec.rows) + broken_note())
     _check_rows(spec, r.methods, builds=not (r.dry_run or r.collect))
+    for option, given, known in (("--datasets", r.datasets, spec.datasets), ("--dims", r.dims, spec.dims)):
+        if given is not None and not given:  # "--dims ," names none
+            raise UsageError(f"{option}: names none; those of {spec.name}: {', '.join(map(str, known))}")
     for ds in sorted(r.datasets or ()):
         if ds not in spec.datasets:
             raise UsageError(f"dataset {ds!r} is not in {spec.name}; its datasets: "
@@ -198,6 +207,12 @@ def resolve(request: Request) -> Sweep:
     timing = spec.timing
     # under Slurm the device is decided on the node where each run executes, not here
     device = resolve_device(r.device, here=r.launcher != "slurm" or timing)
+    if r.budget is not None:
+        _check_budget(r, spec, claim_set)
+        from .analyses.claim_budget import Planning  # the budget chooses each comparison's splits
+
+        profile = dataclasses.replace(profile, splits=max(profile.splits,
+                                                          Planning.of(claim_set).max_splits))
     if r.splits is not None:
         if not 1 <= r.splits <= profile.splits:
             raise UsageError(f"--splits must be between 1 and {profile.splits} for profile "
@@ -213,8 +228,27 @@ def resolve(request: Request) -> Sweep:
     threads = r.threads
     if threads is None and r.launcher == "local":
         threads = max(1, (os.cpu_count() or 1) // r.jobs)
+    if r.launcher == "local" and r.jobs > (os.cpu_count() or 1) and not (r.collect or timing):
+        log.warning("--jobs %d: more runs at once than this machine's %d CPU cores; they will share "
+                    "the cores (each run slower, the sweep no faster than --jobs %d)", r.jobs,
+                    os.cpu_count() or 1, os.cpu_count() or 1)
     return Sweep(r, spec, profile, device, threads, paper, claim_set,
-                 Console(r.quiet, reporting=r.dry_run or r.collect))
+                 Console(r.quiet, reporting=r.dry_run or r.collect), choice=choice)
+
+
+def _check_budget(r: Request, spec, claim_set) -> None:
+    from .analyses.claim_budget import parse_budget
+
+    parse_budget(r.budget)
+    if not r.claims:
+        raise UsageError("--budget plans a sweep to decide the paper's claims: use it with --claims")
+    if spec.timing:
+        raise UsageError(f"--budget plans training runs; {spec.name} is a timing table")
+    if r.splits is not None:
+        raise UsageError("--budget chooses how many splits each comparison gets: leave out --splits")
+    if r.collect or r.launcher == "slurm":
+        raise UsageError("--budget plans a sweep on this machine: not with --collect or "
+                         "--launcher slurm")
 
 
 def resolve_device(name: str, here: bool = True) -> str:
@@ -272,6 +306,11 @@ def _check_rows(spec, methods, builds: bool = True) -> None:
         raise PluginImportError(f"row {unavailable[0].label} of {spec.name} needs method "
                                 f"{unavailable[0].method!r}, which is not registered"
                                 + broken_note())
+    if unavailable:  # a spec is the user's intent: a row no plugin serves is a typo, not a gap
+        row = unavailable[0]
+        raise UsageError(f"row {row.id} of {spec.name} names method {row.method!r}, which has no "
+                         f"plugin; known methods: {', '.join(known)} (fix the row, or leave it out "
+                         "with --methods)")
 
 
 def check_results_dir(results_dir: str) -> None:
@@ -300,6 +339,11 @@ def _run_training(sweep: Sweep) -> Outcome:
     r, con = sweep.request, sweep.console
     plan = sweep.plan()
     plan, in_flight = follow_up_slurm(sweep, plan)
+    if sweep.choice is not None:  # the bare command: first, what was chosen here and the estimate
+        from .machine import announce
+
+        if not announce(sweep, plan, in_flight):  # a person said no to a long sweep
+            return Outcome()
     for row in plan.rows_without_plugin:
         log.warning("row %s: no plugin registered for method %r yet", row.label, row.method)
     for ds, why in plan.unavailable.items():
@@ -307,6 +351,11 @@ def _run_training(sweep: Sweep) -> Outcome:
             log.warning("dataset %s: %s", ds, why)
     pending = [] if r.collect else plan.pending(r.retry_failed, r.force)
     pending = [t for t in pending if t.key not in in_flight]  # never two jobs for one run
+    if r.budget is not None:  # only the runs the claims plan chose
+        budget_plan = plan_claims_budget(sweep, plan)
+        con.result(budget_plan.text())
+        chosen = {t.key for t in budget_plan.tasks}
+        pending = [t for t in pending if t.key in chosen]
     queued = f"; {len(in_flight)} queued or running in Slurm" if in_flight else ""
     con.status(f"{sweep.spec.name}, profile {sweep.profile.name}: {plan.summary()}{queued}; "
             f"{len(pending)} to run")
@@ -362,6 +411,32 @@ def _run_training(sweep: Sweep) -> Outcome:
     return outcome
 
 
+def plan_claims_budget(sweep: Sweep, plan: Plan):
+    """--claims --budget: which of the plan's runs to train so that as many claims as possible are
+    decided within the budget (benchmark.analyses.claim_budget)."""
+    from .analyses.claim_budget import parse_budget, plan_budget
+
+    r = sweep.request
+    paper = None
+    try:
+        from .paper_tables import load_paper_table
+
+        paper = load_paper_table(sweep.spec.name)
+    except (ValueError, KeyError, OSError):  # no paper numbers: plan for the tie tolerance
+        paper = None
+    there = {t.data_name for t in plan.tasks}
+    there = {name for name in there if r.download or datasets.files_present(name, r.data_root)}
+    tasks = [t for t in plan.tasks if t.data_name in there]
+    missing = sorted({t.key.dataset for t in plan.tasks if t.data_name not in there})
+    scope = (f"profile {sweep.profile.name}, {len({(t.key.method, t.key.variant) for t in tasks})} "
+             f"rows x {len({(t.key.dataset, t.key.dim) for t in tasks})} columns selected"
+             + (f" (left out, data missing under {r.data_root}: {', '.join(missing)})"
+                if missing else ""))
+    return plan_budget(sweep.spec, sweep.claim_set, tasks, collect_records(plan),
+                       budget=parse_budget(r.budget), results_dir=r.results_dir, jobs=r.jobs,
+                       gpu=sweep.device.startswith("cuda"), paper=paper, scope=scope)
+
+
 def follow_up_slurm(sweep: Sweep, plan: Plan) -> tuple[Plan, dict]:
     """Runs of this request that went to Slurm earlier: those still queued or running
     ({key: (job id, state)}) are not submitted again; a job that ended without recording its run
@@ -398,6 +473,7 @@ def _announce(sweep: Sweep, plan: Plan, pending) -> None:
         if state in ("corrupt", "stale"):
             warn_once(state, task.record_path, "%s record %s (%s): set aside and redone", state,
                       task.record_path, plan.why[task.key].rpartition("corrupt record (")[2].rstrip(")"))
+        warn_unusable_checkpoint(task.checkpoint_path)  # cut short, damaged: set aside by its run
     for key, claim in plan.dead_claims():
         if any(t.key == key for t in pending):
             warn_once("dead claim", claim.path, "run %s: taking over the claim of a dead owner "
@@ -503,7 +579,8 @@ def collect_records(plan: Plan) -> list[Record]:
 def build_table(plan: Plan, spec, profile, records: list[Record], paired: bool):
     """Aggregate: best restart per split, mean ± std per cell, t-tests against the best."""
     from .aggregate import floors, low_power_note, records_frame, summarize
-    from .render import TableData
+    from .likelihood_text import caption_of, column_likelihoods
+    from .render import TableData, split_values
 
     frame = records_frame(records, spec.metric)
     failed: dict = {}
@@ -513,11 +590,13 @@ def build_table(plan: Plan, spec, profile, records: list[Record], paired: bool):
             idx = (k.dataset, k.dim, k.method, k.variant)
             failed[idx] = failed.get(idx, 0) + 1
     test = "paired t-test over shared splits" if paired else "two-sided Welch t-test"
+    likelihoods = column_likelihoods(spec.datasets, {t.key.dataset: t.settings for t in plan.tasks})
     caption = (
         f"Profile '{profile.name}': {profile.splits} splits x {profile.restarts} restarts "
-        f"(best validation IWAE kept), {profile.epochs} epochs, "
+        f"(best validation IWAE kept), {profile.epochs_text()} epochs, "
         f"{profile.train_size or 'all'} training images, IWAE K={profile.iwae_k} on "
         f"{profile.test_size or 'all'} test images. Mean ± sample std over splits (nats). "
+        f"{caption_of(likelihoods.values())} "
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
     )
     cells = summarize(frame, paired=paired)
@@ -527,7 +606,8 @@ def build_table(plan: Plan, spec, profile, records: list[Record], paired: bool):
         "(last row), a sign of a broken run.",
         low_power_note(cells, paired=paired),
     ]))
-    return TableData(spec, cells, floors(frame), dict(plan.unavailable), failed, caption, legend)
+    return TableData(spec, cells, floors(frame), dict(plan.unavailable), failed, caption, legend,
+                     split_values(frame), likelihoods)
 
 
 def write_texts(results_dir: Path, name: str, texts: dict[str, str]) -> list[Path]:
@@ -753,6 +833,10 @@ def _run_timing(sweep: Sweep) -> Outcome:
     columns = [(ds, dim) for ds in spec.datasets if r.datasets is None or ds in r.datasets
                for dim in (sorted(r.dims) if r.dims else spec.dims)]
     outcome = Outcome()
+    if sweep.choice is not None:  # the profile chosen for this machine, said first
+        from .machine import announce
+
+        announce(sweep, plan=None, in_flight={})
     if r.dry_run:
         con.result("\n".join(f"  would time {', '.join(row.label for row in rows)} on {ds} d={dim}"
                              for ds, dim in columns))

@@ -92,7 +92,7 @@ def make_plan(
                     for restart in range(profile.restarts):
                         key = RunKey(profile.name, spec.name, ds, dim, row.method, row.variant,
                                      split, restart)
-                        task = RunTask(key, row.params, profile, settings, str(data_root),
+                        task = RunTask(key, row.params, profile.at_dim(dim), settings, str(data_root),
                                        str(results_dir), device, threads, download)
                         plan.tasks.append(task)
                         _examine(plan, store, task)

@@ -35,8 +35,8 @@ import torch
 from . import datasets, factory
 from .errors import describe_os_error, environment_failure
 from .evaluate import evaluate, mean_diagnostics, mean_image_log_likelihood
-from .keys import RunTask  # RunTask: re-exported (pickles name it here)
 from .store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, ClaimInfo, job_id, pid_alive
+from .tasks import RunTask  # RunTask: re-exported (launch and analyses import it from here)
 from .train import train
 
 log = logging.getLogger("gpvae_bench")
@@ -152,7 +152,7 @@ def fit(task: RunTask, checkpoint: Path | None = None) -> Fitted:
                        to_input=fitted.to_input, epochs=prof.epochs, batch_size=prof.batch_size,
                        lr=prof.lr, eval_batch_size=prof.eval_batch_size, patience=prof.patience,
                        seed=task.key.init_seed, checkpoint=checkpoint,
-                       checkpoint_tag=task.config_hash())
+                       checkpoint_tag=task.config_hash(), precision=prof.precision)
     fitted.train_seconds = time.perf_counter() - start
     return fitted
 
@@ -173,12 +173,17 @@ def train_and_evaluate(task: RunTask) -> dict:
     kept = {}
     if task.keep_weights:  # the weights evaluated above (the best validation epoch's)
         kept["weights_file"] = str(task.store.save_weights(task.key, fitted.model.state_dict()))
+    training = fitted.model.training_diagnostics()  # the method's own record of its training
+    if training:
+        kept["training_diagnostics"] = training
     return {
         **kept,
         "metrics": {
             "val_iwae": val["iwae"], "val_elbo": val["elbo"],
             "test_iwae": test["iwae"], "test_elbo": test["elbo"],
             "mean_image_floor": floor,
+            **({"sigma_x": float(fitted.likelihood.sigma)}  # a learned one's trained value
+               if getattr(fitted.likelihood, "sigma", None) is not None else {}),
             "train_seconds": fitted.train_seconds, "eval_seconds": time.perf_counter() - start,
             **{k: v for k, v in fitted.fit.items() if k != "history"},
         },
@@ -286,6 +291,20 @@ def _make_way(task: RunTask) -> str | None:
     return None
 
 
+def _interrupt_once(signum, frame):
+    """KeyboardInterrupt on the first SIGINT or SIGTERM, the later ones ignored: Ctrl-C reaches the
+    worker and its launcher's SIGTERM follows, and a second interrupt must not cut short the
+    unwinding that releases the run's claim. (A handler that does nothing rather than SIG_IGN: a
+    signal already pending would otherwise be reported as 'ignored due to race condition'.)"""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_stopping)
+    raise KeyboardInterrupt
+
+
+def _already_stopping(signum, frame):
+    pass
+
+
 @contextlib.contextmanager
 def _stop_with_launcher(task: RunTask):
     """Under the local launcher: stop this worker when the launcher is gone (killed, even by
@@ -301,7 +320,7 @@ def _stop_with_launcher(task: RunTask):
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, signal.default_int_handler)
+            previous[sig] = signal.signal(sig, _interrupt_once)
 
     def watch():
         while not done.wait(LAUNCHER_POLL_SECONDS):
@@ -364,6 +383,10 @@ def _train_and_record(task: RunTask, claim) -> dict:
     threads = task.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
     if threads:
         torch.set_num_threads(threads)
+    # Subnormal floats take a slow path on x86 CPUs: a GPVAE run's steps grew 87 -> 116 ms as its
+    # parameters gathered ~17k of them; flushed to zero (values below 1.2e-38 become 0, which moves
+    # no reported number) its epochs stay flat (docs/performance.md). Training and evaluation alike.
+    torch.set_flush_denormal(True)
     key = task.key
     record = _new_record(task)
     start = time.perf_counter()

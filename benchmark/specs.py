@@ -172,13 +172,24 @@ def load_table_spec(table: str) -> TableSpec:
         name=name,
         title=str(data["title"]),
         metric=str(data["metric"]),
-        datasets=tuple(str(d) for d in _nonempty_list(data, "datasets", path)),
-        dims=tuple(_positive_int({"dims": d}, "dims", path, None)
-                   for d in _nonempty_list(data, "dims", path)),
-        rows=tuple(_parse_row(r, path) for r in _nonempty_list(data, "rows", path)),
+        datasets=_once(tuple(str(d) for d in _nonempty_list(data, "datasets", path)), "datasets",
+                       path),
+        dims=_once(tuple(_positive_int({"dims": d}, "dims", path, None)
+                         for d in _nonempty_list(data, "dims", path)), "dims", path),
+        rows=_once(tuple(_parse_row(r, path) for r in _nonempty_list(data, "rows", path)), "rows",
+                   path),
         batch_size=_positive_int(data, "batch_size", path, None),
         repeats=_positive_int(data, "repeats", path, 1),
     )
+
+
+def _once(items: tuple, key: str, source: Path) -> tuple:
+    """`items` if none is listed twice (a row twice would train its runs twice over, under one name)."""
+    names = [item.id if isinstance(item, Row) else item for item in items]
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{source}: {key} lists {twice} twice")
+    return items
 
 
 def _nonempty_list(data: dict, key: str, source: Path) -> list:

@@ -15,6 +15,8 @@ posterior q(z|x). The harness only ever calls:
                  the method's final model (RME before its last component joins): the trainer neither
                  stops early after such an epoch nor keeps its weights as the best; default True;
 - `diagnostics(x)` optional batch means to keep in the record (e.g. mixing weights);
+- `training_diagnostics()` optional JSON-able summary of the training just done, kept in the record
+                 under `training_diagnostics` (e.g. a mixture's weights over its first steps);
 - `take_optimizer_state_copies()` (source, target) parameter pairs whose optimiser state the
                  trainer copies right after `on_epoch_start` (a component that starts as a copy of
                  another also starts with its Adam moments, not with Adam's sign-sized first step);
@@ -170,6 +172,13 @@ class EncoderModel(nn.Module):
         """Batch means of whatever the method wants on record about its posterior (a mixture: each
         component's mean mixing weight); the harness averages them over the test images and
         stores them in the run's record under `diagnostics`. Default: none."""
+        return {}
+
+    def training_diagnostics(self) -> dict:
+        """A JSON-able summary of the training this model went through that the method wants on
+        record (a mixture: its weights over the first training steps, the winning component);
+        the harness stores it in the run's record under `training_diagnostics` when not empty.
+        Default: none."""
         return {}
 
     def _device(self) -> torch.device:
