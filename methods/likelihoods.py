@@ -53,19 +53,6 @@ class GaussianLikelihood(nn.Module):
         """1 / sigma_x^2, differentiable in a learned sigma_x (closed-form updates use it: VLAE)."""
         return torch.exp(-2 * self.log_sigma) if self.learned else 1.0 / self.fixed_sigma**2
 
-    def for_constant_output(self, mse: float) -> GaussianLikelihood:
-        """The likelihood of the latent-free model (one output image for every input) whose mean
-        squared pixel error is `mse`: this one when sigma_x is fixed; when it is learned, the
-        fixed sigma_x = sqrt(mse) that such a model would learn (its maximum-likelihood value)."""
-        return GaussianLikelihood(math.sqrt(max(mse, 1e-12))) if self.learned else self
-
-    def mean(self, out: torch.Tensor) -> torch.Tensor:
-        return out
-
-    def output_for_mean(self, mean_image: torch.Tensor) -> torch.Tensor:
-        """Decoder output whose likelihood mean is `mean_image` (for the mean-image floor)."""
-        return mean_image
-
 
 class BernoulliLikelihood(nn.Module):
     """p(x|z) = prod Bernoulli(x; sigmoid(logits)) for binarized images."""
@@ -80,9 +67,6 @@ class BernoulliLikelihood(nn.Module):
 
     def output_for_mean(self, mean_image: torch.Tensor) -> torch.Tensor:
         return torch.logit(mean_image.clamp(1e-6, 1 - 1e-6))
-
-    def for_constant_output(self, mse: float) -> BernoulliLikelihood:
-        return self
 
 
 def make_likelihood(kind: str, sigma: float | None = None, learn_sigma: bool = False) -> nn.Module:

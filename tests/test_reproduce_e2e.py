@@ -137,16 +137,11 @@ def test_local_subprocess_launcher_matches_debug(smoke_run, mnist_root, tmp_path
 
 
 def test_vae_beats_mean_image_floor(real_mnist_root, smoke_run):
-    """Sanity floor: a broken trainer sits at the mean image; a working one is far above it. The
-    floor is the mean-image model at the sigma_x it would learn (MNIST learns sigma_x), about -34
-    nats; the smoke profile's 128 steps take the VAE to about 85, so the margin here is 50 nats.
-    The VAE is the trainer's check: in 128 steps a GPVAE under a learned sigma_x may still sit
-    near the mean image (one smoke split gave -164: sigma_x first grows toward the mean image's
-    0.26), which says nothing about the trainer."""
+    """Sanity floor: a broken trainer sits at the mean image; a working one is far above it."""
     _, results = smoke_run
-    for path in [p for p in records(results) if "/vae-" in str(p)]:
+    for path in records(results):
         m = json.loads(path.read_text())["metrics"]
-        assert m["test_iwae"] > m["mean_image_floor"] + 50, path
+        assert m["test_iwae"] > m["mean_image_floor"] + 100, path
 
 
 def test_trimmed_splits_reuse_the_full_profiles_records(smoke_run, mnist_root, capsys):
