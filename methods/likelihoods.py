@@ -53,6 +53,13 @@ class GaussianLikelihood(nn.Module):
         """1 / sigma_x^2, differentiable in a learned sigma_x (closed-form updates use it: VLAE)."""
         return torch.exp(-2 * self.log_sigma) if self.learned else 1.0 / self.fixed_sigma**2
 
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    def output_for_mean(self, mean_image: torch.Tensor) -> torch.Tensor:
+        """Decoder output whose likelihood mean is `mean_image` (for the mean-image floor)."""
+        return mean_image
+
 
 class BernoulliLikelihood(nn.Module):
     """p(x|z) = prod Bernoulli(x; sigmoid(logits)) for binarized images."""
