@@ -14,7 +14,8 @@ def test_learned_and_fixed_agree_at_the_start_and_match_torch_distributions():
     ref = torch.distributions.Normal(out, 0.1).log_prob(x).sum((-3, -2, -1))
     assert torch.allclose(fixed.log_prob(x, out), ref, atol=1e-4)
     assert torch.allclose(learned.log_prob(x, out), ref, atol=1e-4)
-    assert math.isclose(learned.sigma, 0.1, rel_tol=1e-6) and [n for n, _ in learned.named_parameters()] == ["log_sigma"]
+    assert math.isclose(learned.sigma, 0.1, rel_tol=1e-6)
+    assert [n for n, _ in learned.named_parameters()] == ["log_sigma"]
     assert not list(fixed.parameters())
 
 
