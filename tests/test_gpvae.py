@@ -9,11 +9,13 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 from torch.distributions.transforms import LowerCholeskyTransform
 
 from methods import NetConfig, get_method
-from methods.gpvae import LowerCholesky, quadratic_forms
+from methods.gpvae import VAR_EPS, CholeskyFactor, _FactorQuadraticForms, quadratic_forms
 from methods.likelihoods import GaussianLikelihood
 
 NET = NetConfig((1, 28, 28), num_conv=3, hidden=16)  # p = h = 16 keeps sampling W, U cheap
 D = 3
+# float64: a reordered sum differs by ~1e-15 relative; a wrong term or factor by O(1)
+TOL64 = dict(rtol=1e-9, atol=1e-12)
 
 
 def make_gpvae(seed=0, init_std=0.3):
@@ -23,9 +25,16 @@ def make_gpvae(seed=0, init_std=0.3):
     with torch.no_grad():  # non-trivial variational parameters, off-diagonal covariances included
         model.mu.normal_(0, 0.3)
         model.eta.normal_(0, 0.05)
-        model.sigma_raw.add_(torch.randn_like(model.sigma_raw).tril(-1) * 0.1)
-        model.gamma_raw.add_(torch.randn_like(model.gamma_raw).tril(-1) * 0.02)
+        perturb_factors(model, 0.1, 0.02)
     return model
+
+
+def perturb_factors(model, sigma_scale, gamma_scale):
+    """Random strict lower triangles for L_j and M_j (drawn as the raw (d, p, p) matrices)."""
+    with torch.no_grad():
+        for factor, scale in ((model.sigma, sigma_scale), (model.gamma, gamma_scale)):
+            raw = factor.raw()
+            factor.load_raw_(raw + torch.randn_like(raw).tril(-1) * scale)
 
 
 def sample_conditional_moments(model, x, n):
@@ -58,8 +67,8 @@ def test_zero_gp_posterior_reduces_to_base_encoder():
     with torch.no_grad():
         model.mu.zero_()
         model.eta.zero_()
-        model.sigma_raw.copy_(torch.diag_embed(torch.full((D, NET.hidden), -30.0)))
-        model.gamma_raw.copy_(torch.diag_embed(torch.full((D, NET.hidden), -30.0)))
+        model.sigma.load_raw_(torch.diag_embed(torch.full((D, NET.hidden), -30.0)))
+        model.gamma.load_raw_(torch.diag_embed(torch.full((D, NET.hidden), -30.0)))
     x = torch.rand(5, 1, 28, 28)
     b, c = model.base(x)
     q = model.posterior(x)
@@ -103,21 +112,82 @@ def test_factors_formed_once_per_step_give_the_same_terms():
         assert torch.equal(shared[key], own[key]), key
 
 
-def test_lower_cholesky_parts_are_torchs_lower_cholesky_transform():
-    raw = torch.randn(3, 5, 5)
-    torch.testing.assert_close(LowerCholesky.of(raw).dense(), LowerCholeskyTransform()(raw),
-                               rtol=0, atol=0)
+@pytest.mark.parametrize("p,block", [(5, 64), (9, 4), (12, 4), (7, 1)])
+def test_cholesky_factor_is_torchs_lower_cholesky_transform(p, block):
+    """Packed column blocks (full, partial and single-column) hold L = LowerCholeskyTransform(raw)
+    entry for entry, and raw() gives back raw's lower triangle."""
+    raw = torch.randn(3, p, p)
+    factor = CholeskyFactor(3, p, 0.0, block=block)
+    factor.load_raw_(raw)
+    expected = LowerCholeskyTransform()(raw)
+    torch.testing.assert_close(factor.dense(), expected, rtol=0, atol=0)
+    lower = raw.tril(-1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1))
+    torch.testing.assert_close(factor.raw(), lower, rtol=0, atol=0)
+    # each entry of the triangle once: Adam steps what is used and nothing else
+    assert sum(t.numel() for t in factor.parameters()) == 3 * p * (p + 1) // 2
 
 
-def test_quadratic_forms_equal_explicit_covariance():
+@pytest.mark.parametrize("p,block", [(6, 64), (10, 4), (7, 1)])
+def test_quadratic_forms_equal_explicit_covariance(p, block):
     torch.manual_seed(0)
-    chol = LowerCholesky.of(torch.randn(4, 6, 6))
-    psi = torch.randn(5, 6)
-    dense = chol.dense()
+    factor = CholeskyFactor(4, p, 0.0, block=block).double()
+    factor.load_raw_(torch.randn(4, p, p, dtype=torch.float64))
+    psi = torch.randn(5, p, dtype=torch.float64)
+    dense = factor.dense()
     cov = dense @ dense.transpose(-1, -2)
     explicit = torch.stack([torch.stack([psi[b] @ cov[j] @ psi[b] for j in range(4)])
                             for b in range(5)])
-    torch.testing.assert_close(quadratic_forms(chol, psi), explicit, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(quadratic_forms(factor.factors(), psi), explicit, **TOL64)
+
+
+@pytest.mark.parametrize("p,block", [(6, 64), (10, 4), (7, 1)])
+def test_quadratic_forms_backward_is_autograds(p, block):
+    """The written-out backward of the forms and of the strict parts' sum of squares (the KL's
+    trace) against finite differences (gradcheck, float64)."""
+    torch.manual_seed(0)
+    factor = CholeskyFactor(3, p, 0.0, block=block).double()
+    factor.load_raw_(torch.randn(3, p, p, dtype=torch.float64))
+    psi = torch.randn(4, p, dtype=torch.float64, requires_grad=True)
+
+    def forms_and_trace(psi, log_diag, tri, *rects):
+        return _FactorQuadraticForms.apply(factor, psi, log_diag, tri, *rects)
+
+    inputs = (psi, factor.log_diag, factor.tri, *factor.rect)
+    assert torch.autograd.gradcheck(forms_and_trace, inputs)
+    forms, strict_sq = forms_and_trace(*inputs)  # one output unused: its gradient is None
+    grads = torch.autograd.grad(forms.sum(), inputs, retain_graph=True)
+    assert grads[0] is not None and all(g is not None for g in grads)
+    grads = torch.autograd.grad(strict_sq, inputs[2:])
+    for g, t in zip(grads, inputs[2:], strict=True):
+        torch.testing.assert_close(g, 2 * t, rtol=0, atol=0)
+
+
+def test_initial_covariance_parameters_are_as_before():
+    """The covariance factors start as they always did (raw = diag(log init_std)), and the saved
+    weights still hold them as the raw (d, p, p) matrices `sigma_raw` and `gamma_raw`."""
+    model = get_method("gpvae").build({}, net=NET, latent_dim=D, likelihood=GaussianLikelihood(0.1),
+                                      num_train=1000, init_std=0.3)
+    state = model.state_dict()
+    expected = torch.diag_embed(torch.full((D, NET.hidden), math.log(0.3)))
+    for name in ("sigma_raw", "gamma_raw"):
+        assert torch.equal(state[name], expected), name
+    assert not any(k.startswith(("sigma.", "gamma.")) for k in state)
+
+
+def test_state_dict_round_trip_and_old_weights_load():
+    model, other = make_gpvae(seed=0), make_gpvae(seed=1)
+    other.load_state_dict(model.state_dict())
+    for a, b in zip(model.parameters(), other.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # weights saved before the packed layout: sigma_raw / gamma_raw with an arbitrary upper part
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    old["sigma_raw"] = old["sigma_raw"] + torch.randn_like(old["sigma_raw"]).triu(1)
+    fresh = make_gpvae(seed=2)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.sigma_chol(), model.sigma_chol())
+    assert torch.equal(fresh.gamma_chol(), model.gamma_chol())
+    with pytest.raises(RuntimeError, match="sigma_raw"):
+        fresh.load_state_dict({**old, "sigma_raw": old["sigma_raw"][:, 1:, 1:]})
 
 
 def test_training_and_inference_paths_give_the_same_moments():
@@ -148,9 +218,8 @@ def test_elbo_is_differentiable_and_finite():
     loss = model.loss(x)
     loss.backward()
     assert math.isfinite(loss.item())
-    for name in ("mu", "eta", "sigma_raw", "gamma_raw"):
-        grad = getattr(model, name).grad
-        assert grad is not None and torch.isfinite(grad).all(), name
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
 
 
 @pytest.mark.parametrize("shape,num_conv", [((1, 28, 28), 3), ((3, 32, 32), 3), ((3, 64, 64), 4)])
@@ -161,3 +230,100 @@ def test_networks_round_trip_image_shapes(shape, num_conv):
     x = torch.rand(2, *shape)
     assert model.decoder(model.posterior(x).rsample()).shape == x.shape
     assert isinstance(model.posterior(x), Independent)
+
+
+# ---- eqs. 12, 14 and 15 and their gradients against the per-dimension reference, in float64
+
+REF_NET = NetConfig((1, 28, 28), num_conv=3, hidden=100)  # blocks of 16: six full, one of 4
+
+
+def reference_elbo(model, x):
+    """Eq. 14 one latent dimension at a time, from `reference_moments` (eq. 12 transcribed) and
+    each L_j, M_j = LowerCholeskyTransform(raw_j): the averaged KL of eq. 15 with the same draws as
+    GPVAE.elbo (z's noise first, then the log-scale samples) and KL(q(W,U)||N(0,I)) per j from
+    the formed covariances (log det by slogdet)."""
+    mean, var = model.reference_moments(x)
+    eps_z = torch.randn_like(mean)
+    eps_s = torch.randn(model.log_scale_samples, *mean.shape)  # as GPVAE.averaged_kl draws it
+    b, c = model.base(x)
+    ps = model.psi_s(x)
+    to_chol = LowerCholeskyTransform()
+    sigma_raw, gamma_raw = model.sigma.raw(), model.gamma.raw()
+    p = ps.shape[-1]
+    averaged_kl, weight_kl = 0.0, 0.0
+    for j in range(model.latent_dim):
+        sigma_chol, gamma_chol = to_chol(sigma_raw[j]), to_chol(gamma_raw[j])
+        sigma, gamma = sigma_chol @ sigma_chol.T, gamma_chol @ gamma_chol.T
+        scale_mean = c[:, j] + ps @ model.eta[j]
+        var_h = ((ps @ gamma) * ps).sum(-1)
+        scale = scale_mean + (var_h + VAR_EPS).sqrt() * eps_s[..., j]
+        log_scale_sq = torch.log(scale ** 2 + 1e-20).mean(0)
+        averaged_kl = averaged_kl + 0.5 * (var[:, j] + mean[:, j] ** 2 - 1 - log_scale_sq)
+        for m, cov in ((model.mu[j], sigma), (model.eta[j], gamma)):
+            weight_kl = weight_kl + 0.5 * (torch.trace(cov) + m @ m - p
+                                           - torch.linalg.slogdet(cov).logabsdet)
+    z = mean + var.sqrt() * eps_z
+    return model.log_likelihood(x, z) - averaged_kl - weight_kl / model.num_train
+
+
+def relative_error(got, want):
+    """max |got - want| relative to max |want| (gradients have entries near zero)."""
+    got, want = got.detach(), want.detach()
+    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-300))
+
+
+def test_eqs_12_14_15_and_gradients_match_the_per_dimension_reference_in_float64():
+    torch.manual_seed(0)
+    model = get_method("gpvae").build({}, net=REF_NET, latent_dim=5,
+                                      likelihood=GaussianLikelihood(0.1, learned=True),
+                                      num_train=1000, init_std=0.3).double()
+    with torch.no_grad():
+        model.mu.normal_(0, 0.3)
+        model.eta.normal_(0, 0.05)
+    perturb_factors(model, 0.1, 0.05)
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    params = [p for _, p in model.named_parameters()]
+
+    mom = model.moments(x)  # eq. 12
+    mean, var = model.reference_moments(x)
+    assert relative_error(mom["mean"], mean) < 1e-9 and relative_error(mom["var"], var) < 1e-9
+
+    torch.manual_seed(7)
+    elbo = model.elbo(x)  # eq. 14 with eq. 15
+    torch.manual_seed(7)
+    ref = reference_elbo(model, x)
+    assert relative_error(elbo, ref) < 1e-9
+    grads = torch.autograd.grad(elbo.sum(), params)
+    ref_grads = torch.autograd.grad(ref.sum(), params)
+    names = [name for name, _ in model.named_parameters()]
+    errors = {n: relative_error(g, r) for n, g, r in zip(names, grads, ref_grads, strict=True)}
+    assert max(errors.values()) < 1e-9, errors
+    # the covariance factors' gradients are not zero (the check would be empty)
+    for name in ("sigma.rect.0", "sigma.tri", "sigma.log_diag", "gamma.rect.0", "gamma.tri"):
+        assert grads[names.index(name)].abs().max() > 1e-6, name
+
+
+def test_adam_steps_follow_the_per_dimension_reference_in_float64():
+    """Training on the packed layout is training on the paper's parameters: five fused-Adam steps
+    on GPVAE's loss and five on the per-dimension reference's (from the same start, the same
+    draws) end at the same parameters (Adam is elementwise; the raw matrices' upper triangles,
+    which the old layout also held, never had a gradient)."""
+    def trained(loss_of):
+        torch.manual_seed(0)
+        model = get_method("gpvae").build({}, net=REF_NET, latent_dim=3,
+                                          likelihood=GaussianLikelihood(0.1, learned=True),
+                                          num_train=1000, init_std=0.3).double()
+        perturb_factors(model, 0.1, 0.05)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+        torch.manual_seed(3)
+        for _ in range(5):
+            x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+            opt.zero_grad(set_to_none=True)
+            loss_of(model, x).backward()
+            opt.step()
+        return model.state_dict()
+
+    fast = trained(lambda model, x: model.loss(x))
+    ref = trained(lambda model, x: -reference_elbo(model, x).mean())
+    errors = {k: relative_error(fast[k], ref[k]) for k in fast}
+    assert max(errors.values()) < 1e-9, errors

@@ -24,8 +24,9 @@ def make_gpvae(seed=0, dtype=torch.float64):
     with torch.no_grad():  # full, non-diagonal covariances and non-zero means
         model.mu.normal_(0, 0.3)
         model.eta.normal_(0, 0.05)
-        model.sigma_raw.add_(torch.randn_like(model.sigma_raw).tril(-1) * 0.1)
-        model.gamma_raw.add_(torch.randn_like(model.gamma_raw).tril(-1) * 0.05)
+        for factor, scale in ((model.sigma, 0.1), (model.gamma, 0.05)):
+            raw = factor.raw()
+            factor.load_raw_(raw + torch.randn_like(raw).tril(-1) * scale)
     return model
 
 
@@ -86,9 +87,9 @@ def test_cache_never_stale(change):
         if change == "load_state_dict":
             model.load_state_dict(other.state_dict())
         elif change == "in_place":
-            model.gamma_raw.mul_(1.5)
+            model.gamma.rect[0].mul_(1.5)  # one block of one factor
         else:
-            model.sigma_raw.data = other.sigma_raw.data.clone()  # .data escapes the version count
+            model.sigma.tri.data = other.sigma.tri.data.clone()  # .data escapes the version count
             model.train()
             model.eval()
         fast = model.moments(x)

@@ -26,8 +26,9 @@ def test_looped_reference_equals_gpvae():
                                       num_train=100, init_std=0.3).double().eval()
     model.mu.normal_(0, 0.3)
     model.eta.normal_(0, 0.05)
-    model.sigma_raw.add_(torch.randn_like(model.sigma_raw).tril(-1) * 0.1)
-    model.gamma_raw.add_(torch.randn_like(model.gamma_raw).tril(-1) * 0.05)
+    for factor, scale in ((model.sigma, 0.1), (model.gamma, 0.05)):
+        raw = factor.raw()
+        factor.load_raw_(raw + torch.randn_like(raw).tril(-1) * scale)
     model.prepare_inference()
     x = torch.rand(7, 1, 28, 28, dtype=torch.float64)
     mean, var = speed.looped_moments(model, x)

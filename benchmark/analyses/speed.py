@@ -24,7 +24,10 @@ over torch.utils.benchmark's blocked_autorange (which synchronises CUDA), after 
 
 It prints the times and the ratios loop / GPVAE and GPVAE / floor. `--train` instead times one
 Adam step (zero_grad, loss(x).backward(), step) of the first variant of every registered method
-(or `--all-variants`) on the same batch and prints each relative to the VAE's.
+(or `--all-variants`) on the same batch, one method after the other, and prints each relative to
+the VAE's. benchmark.analyses.training_cost takes the same step (its `make_step`) with the
+families' steps interleaved so that a shared machine's drift hits all alike, at several dims, in
+fp32 and bf16, against GPVAE's training floor, and projects what a sweep costs from them.
 """
 
 from __future__ import annotations
@@ -96,21 +99,17 @@ def inference_rows(x, settings, data, dims, device, min_run_time, method="gpvae"
 def training_rows(x, settings, data, dim, device, min_run_time, all_variants: bool,
                   baseline: str = "vae"):
     """(label, seconds per Adam step) for each method variant, the baseline first."""
+    from .training_cost import make_step  # it imports this module
+
     rows = []
     methods = registered_methods()
     for name, info in sorted(methods.items(), key=lambda item: item[0] != baseline):
         for params in (info.variants if all_variants else info.variants[:1]):
             model = build(name, dict(params), settings, data, dim, device).train()
             model.on_epoch_start(0, 1)
-            opt = make_optimizer(model, lr=1e-3)
-
-            def step(model=model, opt=opt):
-                opt.zero_grad(set_to_none=True)
-                model.loss(x).backward()
-                opt.step()
-
-            rows.append((display_name(info.label, params), median_seconds(step, device,
-                                                                          min_run_time)))
+            step = make_step(model, make_optimizer(model, lr=1e-3), "fp32", device)
+            rows.append((display_name(info.label, params),
+                         median_seconds(lambda step=step: step(x), device, min_run_time)))
             print(f"{rows[-1][0]:>10} {rows[-1][1] * 1e3:>10.1f}", flush=True)
     return rows
 
