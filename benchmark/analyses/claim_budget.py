@@ -35,6 +35,7 @@ them. It names no method: rows come from the table's spec and the claims file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -238,10 +239,11 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
 
     planning = Planning.of(claim_set)
     tolerance = claim_set.tie_tolerance or 0.0
-    series = _series(best_restarts(records_frame(records, getattr(spec, "metric", "test_iwae"))))
     from ..store import Record
 
-    done = {Record.of(r).key for r in records if Record.of(r).ok}
+    records = [Record.of(r) for r in records]  # validated once
+    series = _series(best_restarts(records_frame(records, getattr(spec, "metric", "test_iwae"))))
+    done = {r.key for r in records if r.ok}
     costs = measured_costs(results_dir)
     est_all = estimate_sweep(tasks, results_dir, jobs=jobs, gpu=gpu, costs=costs)
     workers = est_all.workers
@@ -263,9 +265,10 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
     chosen: dict = {}  # RunKey -> task
 
     def wall(extra: list) -> float:
-        todo = {t.key: t for t in list(chosen.values()) + extra if t.key not in done}
-        return estimate_sweep(list(todo.values()), results_dir, jobs=jobs, gpu=gpu,
-                              costs=costs).wall_seconds if todo else 0.0
+        """The sweep's wall time with `extra` runs added: est_all's per-run estimates, not made again."""
+        todo = {t.key for t in list(chosen.values()) + extra if t.key not in done}
+        return dataclasses.replace(est_all, runs={k: est_all.runs[k] for k in todo}).wall_seconds \
+            if todo else 0.0
 
     from .claims import load_claims
 

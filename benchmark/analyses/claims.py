@@ -514,13 +514,10 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
 
     def coverage(among: bool = False) -> Coverage:
         labels = tuple(_column_label(c) for c in dict.fromkeys(judged))
-        if among:  # the rows that ran in the judged columns, of the table's
-            ran = {k for c in judged for k in series[c]}
-            return Coverage(labels, len(all_columns), sum(key(r) in ran for r in spec.rows),
-                            len(spec.rows), among=True)
-        ran = {k for c in judged for k in series[c]}
-        return Coverage(labels, len(all_columns), sum(key(r) in ran for r in claim_rows),
-                        len(claim_rows))
+        ran = {k for c in judged for k in series[c]}  # rows with records in the judged columns
+        rows = spec.rows if among else claim_rows  # of the table's rows, or of the claim's
+        return Coverage(labels, len(all_columns), sum(key(r) in ran for r in rows), len(rows),
+                        among=among)
 
     if claim.kind == "no_better_on_average":
         diffs_a, diffs_b = [], []
