@@ -40,6 +40,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import speed_probe
 from .tasks import RunTask
 
 # images a full-data run trains on (the official training set less its validation share) and
@@ -211,6 +212,12 @@ def machine_scale(costs: list[MeasuredCost]) -> tuple[float, int]:
     return (statistics.median(ratios), len(ratios)) if ratios else (1.0, 0)
 
 
+def probe_scale() -> float:
+    """machine_scale's ratio measured without records: this CPU's VAE step (speed_probe) against
+    FALLBACK_TRAIN_MS["vae"]."""
+    return speed_probe.vae_ms_per_image() / FALLBACK_TRAIN_MS["vae"]
+
+
 def _from_records(task: RunTask, pool: list[MeasuredCost], gpu: bool) -> RunEstimate:
     prof = task.profile
     n_train, n_eval = sizes(task)
@@ -227,10 +234,12 @@ def _from_records(task: RunTask, pool: list[MeasuredCost], gpu: bool) -> RunEsti
                        f"{len(pool)} record{'s' if len(pool) > 1 else ''} on {devices}{caveat}")
 
 
-def estimate_run(task: RunTask, gpu: bool, costs: list[MeasuredCost]) -> RunEstimate:
+def estimate_run(task: RunTask, gpu: bool, costs: list[MeasuredCost],
+                 probe: bool = False) -> RunEstimate:
     """Seconds one run of `task` takes on a job with (`gpu`) or without a GPU (one thread), and how
-    estimated: records on that device, else its fallback (Table 3 / the CPU table), else records
-    on the other device."""
+    estimated: records on that device, else its fallback (Table 3 / the CPU table, scaled to this
+    machine by its records of other rows, or with `probe` and no such record by a few timed steps:
+    benchmark.speed_probe), else records on the other device."""
     key = task.key
     same = [c for c in costs if (c.method, c.variant, c.dataset) == (key.method, key.variant, key.dataset)]
     same = [c for c in same if c.dim == key.dim] or same
@@ -244,6 +253,11 @@ def estimate_run(task: RunTask, gpu: bool, costs: list[MeasuredCost]) -> RunEsti
         if n:  # this machine's speed, from its own records of other rows
             return RunEstimate(seconds * scale, f"{CPU_FALLBACK}, scaled x{scale:.2f} to this "
                                f"machine by {n} record{'s' * (n > 1)} of other rows")
+        if probe:  # no record yet: a few timed VAE steps on this machine
+            scale = probe_scale()
+            return RunEstimate(seconds * scale, f"{CPU_FALLBACK}, scaled x{scale:.2f} to this "
+                               f"machine by {speed_probe.PROBE_STEPS} timed VAE steps "
+                               f"(benchmark/speed_probe.py)")
         return RunEstimate(seconds, CPU_FALLBACK)
     if same:
         return _from_records(task, same, gpu)
@@ -327,11 +341,12 @@ class SweepEstimate:
 
 
 def estimate_sweep(tasks: list[RunTask], results_dir, *, jobs: int = 1, gpu: bool = False,
-                   costs: list[MeasuredCost] | None = None) -> SweepEstimate:
+                   costs: list[MeasuredCost] | None = None, probe: bool = False) -> SweepEstimate:
     """A local sweep of `tasks` as the local launcher runs it: min(`jobs`, runs) at once, sharing
-    the cores (one GPU) when they are more; seconds per run at one core's (the GPU's) speed."""
+    the cores (one GPU) when they are more; seconds per run at one core's (the GPU's) speed;
+    `probe`: estimate_run's."""
     costs = measured_costs(results_dir) if costs is None else costs
-    runs = {task.key: estimate_run(task, gpu, costs) for task in tasks}
+    runs = {task.key: estimate_run(task, gpu, costs, probe) for task in tasks}
     jobs = max(1, jobs)
     workers = 1 if gpu else min(jobs, os.cpu_count() or 1)
     return SweepEstimate(runs, workers, at_once=max(1, min(jobs, len(tasks))), gpu=gpu)

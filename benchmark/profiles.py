@@ -18,6 +18,12 @@ SWEEP_ONLY = ("description", "splits", "restarts")  # change the sweep, not any 
 # config, so records made before the key existed stay current.
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_PRECISION = "fp32"
+# How Adam's step size moves over a run (benchmark.train.lr_at_step): "constant" (lr throughout:
+# every record before December 2026), or "cosine" (lr * (1 + cos(pi t / T)) / 2 over the T steps of
+# the planned epochs, reaching 0 at the last step). The paper gives no schedule. The default is
+# left out of a run's config, as `precision` is.
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_LR_SCHEDULE = "constant"
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,15 @@ class Profile:
     val_size: int | None
     test_size: int | None
     precision: str = DEFAULT_PRECISION  # one of PRECISIONS: what training steps compute in
+    lr_schedule: str = DEFAULT_LR_SCHEDULE  # one of LR_SCHEDULES: Adam's step size over the run
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ConfigError(f"profile {self.name!r}: precision must be "
                               f"{' or '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"profile {self.name!r}: lr_schedule must be "
+                              f"{' or '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if isinstance(self.epochs, dict):
             bad = [f"{k}: {v}" for k, v in self.epochs.items()
                    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1
@@ -67,12 +77,14 @@ class Profile:
 
     def as_config(self) -> dict:
         """What of the profile goes into a run's config (and its hash): every field but those that
-        only size the sweep (SWEEP_ONLY), and `precision` only when it is not fp32, so records
-        made before the key existed stay current (as DatasetSettings.as_config leaves out
-        learn_sigma_x at its default)."""
+        only size the sweep (SWEEP_ONLY), and `precision` and `lr_schedule` only when they are not
+        their defaults, so records made before the keys existed stay current (as
+        DatasetSettings.as_config leaves out learn_sigma_x at its default)."""
         config = {k: v for k, v in self.as_dict().items() if k not in SWEEP_ONLY}
         if config["precision"] == DEFAULT_PRECISION:
             del config["precision"]
+        if config["lr_schedule"] == DEFAULT_LR_SCHEDULE:
+            del config["lr_schedule"]
         return config
 
     def at_dim(self, dim: int) -> Profile:

@@ -152,7 +152,8 @@ def fit(task: RunTask, checkpoint: Path | None = None) -> Fitted:
                        to_input=fitted.to_input, epochs=prof.epochs, batch_size=prof.batch_size,
                        lr=prof.lr, eval_batch_size=prof.eval_batch_size, patience=prof.patience,
                        seed=task.key.init_seed, checkpoint=checkpoint,
-                       checkpoint_tag=task.config_hash(), precision=prof.precision)
+                       checkpoint_tag=task.config_hash(), precision=prof.precision,
+                       lr_schedule=prof.lr_schedule)
     fitted.train_seconds = time.perf_counter() - start
     return fitted
 

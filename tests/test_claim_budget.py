@@ -38,6 +38,16 @@ def test_a_bad_budget_is_one_usage_error(text):
         parse_budget(text)
 
 
+@pytest.fixture(autouse=True)
+def reference_speed(monkeypatch):
+    """Plans here are priced on the reference VM's speed (estimate.FALLBACK_TRAIN_MS), whatever CPU
+    runs the tests: the speed probe reports the table's own VAE figure (scale 1)."""
+    from benchmark import estimate, speed_probe
+
+    monkeypatch.setattr(speed_probe, "vae_ms_per_image",
+                        lambda: estimate.FALLBACK_TRAIN_MS["vae"])
+
+
 def _tasks(tmp_path, methods=("vae", "gpvae"), dims=(10,)):
     profile = dataclasses.replace(load_profile("claims"), splits=10)
     return make_plan(TABLE1, profile, data_root="unused", results_dir=str(tmp_path),
@@ -76,6 +86,19 @@ def test_a_small_budget_plans_fewer_splits_or_says_what_budget_would(tmp_path):
     cp = by_id(plan)["gpvae-beats-vae"]
     assert cp.status == "not planned" and cp.budget_needed > 600
     assert "a budget of about" in plan.text() and not plan.tasks
+
+
+def test_from_an_empty_folder_the_plan_is_priced_at_this_cpus_timed_speed(tmp_path, monkeypatch):
+    """No record yet: the planner scales the fallback table by the speed probe, so on a CPU 1.5x
+    as slow as the reference VM the 45 minutes buy fewer splits, and the plan says how it knows."""
+    from benchmark import estimate, speed_probe
+
+    monkeypatch.setattr(speed_probe, "vae_ms_per_image",
+                        lambda: 1.5 * estimate.FALLBACK_TRAIN_MS["vae"])
+    plan = _plan(tmp_path, 2700)
+    cp = by_id(plan)["gpvae-beats-vae"]
+    assert cp.status == "planned" and 6 <= cp.n < 10 and plan.seconds <= 2700
+    assert "scaled x1.50 to this machine by 12 timed VAE steps" in plan.text()
 
 
 def _records(tmp_path, diffs):

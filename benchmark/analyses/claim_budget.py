@@ -136,10 +136,12 @@ class BudgetPlan:
     tasks: list  # RunTask: the runs to train
     seconds: float  # the sweep's estimated wall time
     scope: str  # what the request allowed
+    priced: str = ""  # how the runs' times were estimated (estimate.SweepEstimate.how)
 
     def text(self) -> str:
         lines = [f"claims plan: budget {duration(self.budget)}, {self.workers} runs at once; "
                  f"{self.scope}",
+                 *([f"  priced: {self.priced}"] if self.priced else []),
                  "  fixed design: each comparison's n is set now from the cost model, the spread of "
                  "its paired differences (records with >= 3 shared splits, else the prior sd "
                  f"{self.planning.sd:g} nats) and the paper's gap (at least the tie tolerance); one "
@@ -245,7 +247,8 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
     series = _series(best_restarts(records_frame(records, getattr(spec, "metric", "test_iwae"))))
     done = {r.key for r in records if r.ok}
     costs = measured_costs(results_dir)
-    est_all = estimate_sweep(tasks, results_dir, jobs=jobs, gpu=gpu, costs=costs)
+    est_all = estimate_sweep(tasks, results_dir, jobs=jobs, gpu=gpu, costs=costs,
+                             probe=not gpu)  # from an empty folder: this CPU's speed, timed
     workers = est_all.workers
     by_cell: dict = {}  # (column, row key) -> {split: task} (restart 0.. all kept)
     for t in tasks:
@@ -388,4 +391,5 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
         if all(t.key in done for t in claim_runs(cp, cp.columns, cp.n)):
             cp.status = "recorded"
     tasks_out = [t for t in tasks if t.key in chosen and t.key not in done]
-    return BudgetPlan(budget, workers, planning, plans, tasks_out, wall([]), scope)
+    return BudgetPlan(budget, workers, planning, plans, tasks_out, wall([]), scope,
+                      est_all.how())
