@@ -506,8 +506,8 @@ def launch_runs(sweep: Sweep, pending, cluster) -> list[dict] | None:
     if r.launcher != "slurm":
         from .estimate import estimate_sweep
 
-        est = estimate_sweep(pending, r.results_dir, jobs=r.jobs,
-                             gpu=sweep.device.startswith("cuda"))
+        gpu = sweep.device.startswith("cuda")  # on a CPU without records: its speed, timed
+        est = estimate_sweep(pending, r.results_dir, jobs=r.jobs, gpu=gpu, probe=not gpu)
         pending = est.launch_order(pending)  # longest expected first: no long run left for last
         progress = RunProgress(pending, {k: c.seconds for k, c in est.runs.items()},
                                workers=est.workers, quiet=r.quiet)
@@ -720,7 +720,8 @@ def estimate_lines(sweep: Sweep, pending, skipped: int = 0) -> list[str]:
     from .estimate import duration, estimate_sweep
 
     r = sweep.request
-    est = estimate_sweep(pending, r.results_dir, jobs=r.jobs, gpu=sweep.device.startswith("cuda"))
+    gpu = sweep.device.startswith("cuda")  # on a CPU without records: its speed, timed
+    est = estimate_sweep(pending, r.results_dir, jobs=r.jobs, gpu=gpu, probe=not gpu)
     per_run = est.known
     lines = []
     without = f"; not counting the {skipped} runs whose data is missing" if skipped else ""

@@ -63,6 +63,18 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def reference_machine_speed(monkeypatch):
+    """Estimates and budget plans made in the test process are priced at the reference VM's speed
+    (benchmark/estimate.py's fallback table), whatever CPU runs the tests: the speed probe
+    (benchmark/speed_probe.py) reports the table's own VAE figure, scale 1. Tests of the probe's
+    effect set it themselves; tests/test_speed_probe.py times the real one."""
+    from benchmark import estimate, speed_probe
+
+    monkeypatch.setattr(speed_probe, "vae_ms_per_image",
+                        lambda: estimate.FALLBACK_TRAIN_MS["vae"])
+
+
 def pytest_terminal_summary(terminalreporter):
     """The Slurm tests' job ids and sacct states (tests/slurm_helpers.log), passed or not."""
     from slurm_helpers import LOGGED

@@ -38,16 +38,6 @@ def test_a_bad_budget_is_one_usage_error(text):
         parse_budget(text)
 
 
-@pytest.fixture(autouse=True)
-def reference_speed(monkeypatch):
-    """Plans here are priced on the reference VM's speed (estimate.FALLBACK_TRAIN_MS), whatever CPU
-    runs the tests: the speed probe reports the table's own VAE figure (scale 1)."""
-    from benchmark import estimate, speed_probe
-
-    monkeypatch.setattr(speed_probe, "vae_ms_per_image",
-                        lambda: estimate.FALLBACK_TRAIN_MS["vae"])
-
-
 def _tasks(tmp_path, methods=("vae", "gpvae"), dims=(10,)):
     profile = dataclasses.replace(load_profile("claims"), splits=10)
     return make_plan(TABLE1, profile, data_root="unused", results_dir=str(tmp_path),
@@ -98,7 +88,7 @@ def test_from_an_empty_folder_the_plan_is_priced_at_this_cpus_timed_speed(tmp_pa
     plan = _plan(tmp_path, 2700)
     cp = by_id(plan)["gpvae-beats-vae"]
     assert cp.status == "planned" and 6 <= cp.n < 10 and plan.seconds <= 2700
-    assert "scaled x1.50 to this machine by 12 timed VAE steps" in plan.text()
+    assert "scaled x1.50 to this machine by 24 timed VAE steps" in plan.text()
 
 
 def _records(tmp_path, diffs):
