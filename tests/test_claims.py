@@ -158,6 +158,23 @@ def test_best_or_tied():
     assert [c.status for c in res.comparisons] == ["best", "tie"] and res.verdict == "reproduced"
 
 
+def test_a_lead_the_test_cannot_tell_from_noise_is_not_best():
+    """The 2026-12-05 sweep: GPVAE ahead of the VAE by +1.1 nats (sd 6.4, n = 6, p = 0.70) was
+    'best', so 'reproduced' in green; a non-significant lead is a tie only with power, else unclear,
+    exactly as a non-significant deficit is."""
+    lead = np.array([4.6, 1.9, 11.1, -0.4, -6.5, -4.3])
+    vae = 610 + rng.normal(0, 8, 6)
+    res = judge("best_or_tied", ["gpvae-default"], [],
+                records_for({"vae-default": vae, "gpvae-default": vae + lead}))
+    assert [c.status for c in res.comparisons] == ["unclear"]
+    assert res.verdict == "underpowered" and not res.decided
+    assert res.comparisons[0].p == pytest.approx(stats.ttest_rel(vae + lead, vae).pvalue)
+    # the same lead with a small spread is best, and the claim reproduced
+    res = judge("best_or_tied", ["gpvae-default"], [],
+                records_for({"vae-default": vae, "gpvae-default": vae + 5 + 0.1 * lead}))
+    assert [c.status for c in res.comparisons] == ["best"] and res.verdict == "reproduced"
+
+
 def test_one_split_is_never_a_verdict_best_or_tied_included():
     """The README's first command trains VAE and GPVAE on one split: GPVAE has the higher mean,
     but n = 1 is no test, so 'best or tied' is not reproduced (it was, in green, before)."""

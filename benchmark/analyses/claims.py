@@ -26,7 +26,8 @@ Each comparison of A with B (A - B: nats, or log ms) is one of
   minimum detectable effect, below, is at most the tolerance): a non-significant difference at
   low power is not evidence of a tie;
 - unclear: p > alpha at low power, or n < 2 (no test);
-- best (best_or_tied only): A has the column's highest mean.
+- best (best_or_tied only): A has the column's highest mean and is above (p <= alpha) the next
+  row; a lead that is not significant is a tie (with power) or unclear, like any other comparison.
 Minimum detectable effect (two-sided, alpha, 80% power) of a paired test over n pairs:
 (t_{1-alpha/2, n-1} + t_{0.8, n-1}) * sd_diff / sqrt(n); of Welch's test, the same with
 sqrt(s_A^2 / n_A + s_B^2 / n_B) for sd_diff / sqrt(n) and the Welch-Satterthwaite df for n - 1;
@@ -554,7 +555,9 @@ def evaluate_loglik(claim: Claim, spec, best: pd.DataFrame, tolerance: float | N
                 top_label = next((r.label for r in spec.rows if key(r) == top), "-".join(top))
                 x, y = _pair(mine, others[top])
                 comp = paired(x, y, f"{_column_label(col)} vs {top_label}", tolerance, alpha)
-                if comp.n >= 2 and mine.mean() >= others[top].mean():  # n = 1: no test, unclear
+                # "best" is evidence too: ahead of the runner-up at alpha; a lead the test cannot
+                # tell from noise is a tie only with power, else unclear (n = 1: no test)
+                if comp.status == "above" and mine.mean() >= others[top].mean():
                     comp = Comparison(f"{_column_label(col)}: best, ahead of {top_label}", comp.n,
                                       comp.effect, comp.p, comp.mde, "best")
                 comps.append(comp)
