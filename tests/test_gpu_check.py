@@ -3,6 +3,8 @@ ratios, the JSON it writes, and bad input as one error line. Not a timed test: n
 asserted (the figures come from a GPU run, docs/performance-training-cost.md)."""
 
 import json
+import queue
+import time
 
 import pytest
 
@@ -92,3 +94,15 @@ def test_bad_input_is_one_error_line(capsys, args, monkeypatch):
     assert gpu_check.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_collect_gives_up_on_a_worker_that_died():
+    """A worker that dies before it reports (a crash, a spawn that could not start) ends the wait
+    at once, not at the deadline."""
+    class Dead:
+        exitcode = 1
+
+    start = time.monotonic()
+    got, errors = gpu_check.collect(queue.Queue(), [Dead()], [0], "ready", start + 60)
+    assert got == {} and errors == ["worker 0 exited (code 1) without a report"]
+    assert time.monotonic() - start < 10

@@ -259,6 +259,29 @@ def _worker(rank: int, spec: WorkerSpec, commands, results) -> None:
         results.put(("error", rank, f"{type(err).__name__}: {err}"))
 
 
+def collect(results, procs, ranks, expected: str, until: float) -> tuple[dict, list[str]]:
+    """({rank: info} of the workers `ranks` that put `expected`, errors): waits until each has
+    reported, has died without a word (a crash, or a spawn that could not start), or
+    time.monotonic() passes `until`."""
+    got, errors, pending = {}, [], set(ranks)
+    while pending and time.monotonic() < until:
+        try:
+            kind, rank, info = results.get(timeout=max(0.05, min(0.5, until - time.monotonic())))
+        except queue.Empty:
+            for rank in sorted(r for r in pending if procs[r].exitcode is not None):
+                errors.append(f"worker {rank} exited (code {procs[rank].exitcode}) without a report")
+                pending.discard(rank)
+            continue
+        pending.discard(rank)
+        if kind == expected:
+            got[rank] = info
+        else:
+            errors.append(f"worker {rank}: {info}")
+    if pending:
+        errors.append(f"worker(s) {', '.join(map(str, sorted(pending)))}: no report in time")
+    return got, errors
+
+
 def start_workers(spec: WorkerSpec, count: int, deadline: Deadline, progress):
     """Spawn `count` workers and wait until each is ready; (processes, their command queues,
     results queue, ranks ready, errors)."""
@@ -270,13 +293,7 @@ def start_workers(spec: WorkerSpec, count: int, deadline: Deadline, progress):
         procs.append(ctx.Process(target=_worker, args=(rank, spec, commands[rank], results),
                                  daemon=True))
         procs[-1].start()
-    ready, errors = [], []
-    while len(ready) + len(errors) < count and not deadline.over():
-        try:
-            kind, rank, info = results.get(timeout=max(0.1, min(5.0, deadline.left())))
-        except queue.Empty:
-            continue
-        (ready.append(rank) if kind == "ready" else errors.append(f"worker {rank}: {info}"))
+    ready, errors = collect(results, procs, range(count), "ready", deadline.at)
     progress(f"concurrency: {len(ready)} of {count} workers ready")
     return procs, commands, results, sorted(ready), errors
 
@@ -291,20 +308,14 @@ def stop_workers(procs, commands) -> None:
             p.join(timeout=5)
 
 
-def run_trial(family: str, ranks, commands, results, window_s: float) -> dict:
+def run_trial(family: str, ranks, procs, commands, results, window_s: float) -> dict:
     """Train `family` in the workers `ranks` at once for `window_s`; the trial's figures."""
     t_start = time.time() + TRIAL_LEAD_S
     for rank in ranks:
         commands[rank].put(("run", family, t_start, t_start + window_s))
-    done, errors = [], []
-    wait_until = t_start + window_s + max(30.0, window_s)
-    while len(done) + len(errors) < len(ranks):
-        try:
-            kind, rank, info = results.get(timeout=max(0.1, wait_until - time.time()))
-        except queue.Empty:
-            errors.append(f"{len(ranks) - len(done) - len(errors)} worker(s) did not report")
-            break
-        (done.append(info) if kind == "done" else errors.append(f"worker {rank}: {info}"))
+    until = time.monotonic() + TRIAL_LEAD_S + window_s + max(30.0, window_s)
+    got, errors = collect(results, procs, ranks, "done", until)
+    done = list(got.values())
     rates = [d["steps"] / d["seconds"] for d in done if d["seconds"] > 0]
     return {"family": family, "runs": len(ranks), "window_s": window_s, "errors": errors,
             "steps_per_s": sum(rates) if rates and not errors else None,
@@ -335,14 +346,15 @@ def concurrency(data, device, dim: int, levels, batch: int, families: list[str],
                                               for f in families),
                       data.to_float(data.train[:batch]).numpy(), data.likelihood,
                       len(data.train), threads, warmup)
-    out = {"dim": dim, "batch": batch, "levels": list(levels), "threads_per_run": threads,
+    out = {"dim": dim, "batch": batch, "levels": list(levels), "families": list(families),
+           "threads_per_run": threads,
            "trials": [], "errors": [], "window_s": None}
     started = time.monotonic()
     procs, commands, results, ready, errors = start_workers(spec, max(levels), deadline, progress)
     out["startup_s"] = time.monotonic() - started
     out["errors"] += errors
     try:
-        plan = [(f, n) for f in families for n in levels]
+        plan = [(f, n) for n in levels for f in families]  # a failure at 8 leaves 1 and 4
         overhead = TRIAL_LEAD_S + 1.0
         window = min(window_max, max(0.0, deadline.left() / max(1, len(plan)) - overhead))
         out["window_s"] = window
@@ -352,7 +364,7 @@ def concurrency(data, device, dim: int, levels, batch: int, families: list[str],
                 out["trials"].append({"family": family, "runs": n, "steps_per_s": None,
                                       "skipped": why})
                 continue
-            trial = run_trial(family, ready[:n], commands, results, window)
+            trial = run_trial(family, ready[:n], procs, commands, results, window)
             out["trials"].append(trial)
             progress(f"concurrency: {family} x{n}: " + fmt(trial["steps_per_s"], ".1f",
                                                              missing="failed") + " steps/s")
@@ -387,7 +399,7 @@ def concurrency_lines(res: dict) -> list[str]:
              "",
              "| family | runs | steps/s (sum) | per run | speed-up over 1 | GPU MB a run | host MB a run |",
              "|:--|--:|--:|--:|--:|--:|--:|"]
-    for t in res["trials"]:
+    for t in sorted(res["trials"], key=lambda t: (res["families"].index(t["family"]), t["runs"])):
         lines.append(f"| {t['family']} | {t['runs']} | "
                      f"{fmt(t['steps_per_s'], '.1f', missing=t.get('skipped', 'failed'))} | "
                      f"{fmt(t.get('per_run_steps_per_s'), '.1f')} | "
