@@ -115,6 +115,26 @@ def test_the_records_spread_replaces_the_prior_and_records_are_not_trained_again
     assert not {t.key.split for t in plan.tasks} & {0, 1, 2}
 
 
+def test_a_comparison_without_records_is_planned_with_its_columns_measured_spread(tmp_path):
+    """GPVAE vs VAE spread by 12.6 nats over 3 splits at MNIST d10 (as d=50 spread by 24.5 on
+    2026-12-05): GPVAE vs ME(2), with no records of its own there, is planned with that spread, not
+    the prior 5, which would promise a decision from far too few splits."""
+    diffs = [20.0, -5.0, 10.0]
+    recs = _records(tmp_path, diffs)
+    plan = _plan(tmp_path, 10800, recs, methods=("vae", "gpvae", "me"))
+    needs = {nd.label(): nd for nd in by_id(plan)["gpvae-beats-me"].needs}
+    nd = needs["MNIST d10 GPVAE vs ME(2)"]
+    assert nd.sd == pytest.approx(np.std(diffs, ddof=1))
+    assert nd.sd_from == "measured in this column: gpvae-default vs vae-default, n=3"
+    assert nd.needed == splits_needed(np.std(diffs, ddof=1), nd.target)
+    assert nd.needed > splits_needed(5.0, nd.target)
+    # a column whose measured spread is below the prior keeps the prior
+    recs = _records(tmp_path, [11.0, 12.0, 10.5])
+    plan = _plan(tmp_path, 10800, recs, methods=("vae", "gpvae", "me"))
+    nd = next(nd for nd in by_id(plan)["gpvae-beats-me"].needs if nd.b.label == "ME(2)")
+    assert nd.sd == 5.0 and nd.sd_from == "prior"
+
+
 def test_a_claim_that_cannot_be_decided_within_max_splits_says_what_it_needs(tmp_path):
     """RME against GPVAE: the paper's gaps are under the tie tolerance (3 nats), so a tie must be
     shown with power: at the prior sd of 5 that takes 36 splits, more than max_splits = 10."""

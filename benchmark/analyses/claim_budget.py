@@ -144,7 +144,8 @@ class BudgetPlan:
                  *([f"  priced: {self.priced}"] if self.priced else []),
                  "  fixed design: each comparison's n is set now from the cost model, the spread of "
                  "its paired differences (records with >= 3 shared splits, else the prior sd "
-                 f"{self.planning.sd:g} nats) and the paper's gap (at least the tie tolerance); one "
+                 f"{self.planning.sd:g} nats or the largest spread measured in that column, "
+                 "whichever is larger) and the paper's gap (at least the tie tolerance); one "
                  "paired t-test at alpha 0.01 after training (benchmark/analyses/claim_budget.py)"]
         for cp in self.claims:
             head = f"  {cp.claim.id}: " + ("planned, every run recorded already"
@@ -198,15 +199,40 @@ def splits_needed(sd: float, target: float, alpha: float = 0.01) -> int | None:
                  if min_detectable_effect(sd, n, alpha) <= target), None)
 
 
+def _paired_sd(cells: dict, ka, kb) -> tuple[int, float | None]:
+    """(shared splits, sd of the paired differences A - B, None below MIN_PILOT splits)."""
+    if ka not in cells or kb not in cells:
+        return 0, None
+    common = cells[ka].index.intersection(cells[kb].index)
+    if len(common) < MIN_PILOT:
+        return len(common), None
+    return len(common), max(float((cells[ka].loc[common] - cells[kb].loc[common]).std(ddof=1)),
+                            1e-6)
+
+
+def _column_spread(cells: dict) -> tuple[float, str] | None:
+    """The largest paired sd measured between any two rows of a column (>= MIN_PILOT shared
+    splits), and which: the spread a comparison without records of its own is planned with when
+    it exceeds the prior (models of one column that differ by 25 nats from split to split at
+    d=50 do not differ by 5 for another pair of rows)."""
+    found = []
+    names = sorted(cells)
+    for i, ka in enumerate(names):
+        for kb in names[i + 1:]:
+            n, sd = _paired_sd(cells, ka, kb)
+            if sd is not None:
+                found.append((sd, f"measured in this column: {'-'.join(ka)} vs {'-'.join(kb)}, n={n}"))
+    return max(found) if found else None
+
+
 def _need(column, a, b, series, paper, tolerance, planning, alpha) -> Need:
     cells = series.get(column, {})
-    have, sd, sd_from = 0, planning.sd, "prior"
-    if key(a) in cells and key(b) in cells:
-        common = cells[key(a)].index.intersection(cells[key(b)].index)
-        have = len(common)
-        if have >= MIN_PILOT:
-            d = cells[key(a)].loc[common] - cells[key(b)].loc[common]
-            sd, sd_from = max(float(d.std(ddof=1)), 1e-6), f"records, n={have}"
+    sd, sd_from = planning.sd, "prior"
+    have, own = _paired_sd(cells, key(a), key(b))
+    if own is not None:
+        sd, sd_from = own, f"records, n={have}"
+    elif (spread := _column_spread(cells)) is not None and spread[0] > planning.sd:
+        sd, sd_from = spread
     gap, target_from = None, f"tie tolerance {tolerance:g}"
     pcells = paper.column(*column) if paper is not None else {}
     if key(a) in pcells and key(b) in pcells:
@@ -374,10 +400,13 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
                 cp.n += 1
                 cp.seconds += wall([]) - before
                 grown = True
-    # pass 3: more columns for the planned claims, at their n, cheapest first
+    # pass 3: more columns for the planned claims, at their n, cheapest first; only columns whose
+    # comparisons that n can decide (one it cannot would leave an "in every column" claim
+    # underpowered where the columns planned so far decide it)
     for cp in planned:
         for col in columns:
-            if col in cp.columns or not any(nd.column == col for nd in cp.needs):
+            col_needs = [nd.needed for nd in cp.needs if nd.column == col]
+            if col in cp.columns or not col_needs or None in col_needs or max(col_needs) > cp.n:
                 continue
             before = wall([])
             runs = claim_runs(cp, [col], cp.n)
