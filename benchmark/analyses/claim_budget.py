@@ -225,13 +225,14 @@ def _column_spread(cells: dict) -> tuple[float, str] | None:
     return max(found) if found else None
 
 
-def _need(column, a, b, series, paper, tolerance, planning, alpha) -> Need:
+def _need(column, a, b, series, spreads, paper, tolerance, planning, alpha) -> Need:
+    """The n one comparison needs; `spreads`: _column_spread of each column of `series`."""
     cells = series.get(column, {})
     sd, sd_from = planning.sd, "prior"
     have, own = _paired_sd(cells, key(a), key(b))
     if own is not None:
         sd, sd_from = own, f"records, n={have}"
-    elif (spread := _column_spread(cells)) is not None and spread[0] > planning.sd:
+    elif (spread := spreads.get(column)) is not None and spread[0] > planning.sd:
         sd, sd_from = spread
     gap, target_from = None, f"tie tolerance {tolerance:g}"
     pcells = paper.column(*column) if paper is not None else {}
@@ -271,6 +272,7 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
 
     records = [Record.of(r) for r in records]  # validated once
     series = _series(best_restarts(records_frame(records, getattr(spec, "metric", "test_iwae"))))
+    spreads = {column: _column_spread(cells) for column, cells in series.items()}  # once per column
     done = {r.key for r in records if r.ok}
     costs = measured_costs(results_dir)
     est_all = estimate_sweep(tasks, results_dir, jobs=jobs, gpu=gpu, costs=costs,
@@ -315,7 +317,8 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
         pairs = _pairs(claim, spec, rows, columns)
         if not pairs:
             cp.status, cp.why = "not in this sweep", "its rows or columns are not selected"
-        cp.needs = [_need(c, a, b, series, paper, tolerance, planning, alpha) for c, a, b in pairs]
+        cp.needs = [_need(c, a, b, series, spreads, paper, tolerance, planning, alpha)
+                    for c, a, b in pairs]
         plans.append(cp)
     # best_or_tied last: it is judged among the rows the other claims train
     order = [cp for cp in plans if cp.needs and cp.claim.kind != "best_or_tied"] + \
