@@ -7,19 +7,9 @@ import queue
 import time
 
 import pytest
+from markdown_tables import table
 
 from benchmark.analyses import gpu_check
-
-
-def table(lines, header_start):
-    """The markdown table whose header row starts with `header_start`: header cells, body rows."""
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    body = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        body.append([c.strip() for c in line.strip("|").split("|")])
-    return [c.strip() for c in lines[start].strip("|").split("|")], body
 
 
 def test_quick_run_on_cpu(mnist_root, tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from markdown_tables import table
 
 from benchmark.analyses import training_cost
 from methods import NetConfig, get_method
@@ -13,16 +14,6 @@ from methods.likelihoods import GaussianLikelihood
 
 FAMILIES = ["VAE", "SA(1)", "IAF(1)", "HF(1)", "ME(2)", "RME(2)", "GPVAE", "VLAE(2)"]
 
-
-def table(lines, header_start):
-    """The markdown table whose header row starts with `header_start`: header and body rows."""
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    body = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        body.append(line)
-    return [c.strip() for c in lines[start].strip("|").split("|")], body
 
 
 def test_every_family_at_every_dim_and_precision(mnist_root, tmp_path, capsys):
@@ -37,14 +28,14 @@ def test_every_family_at_every_dim_and_precision(mnist_root, tmp_path, capsys):
     assert sum(line.startswith("| dim(z) | VAE ms |") for line in lines) == 2  # fp32, bf16
     head, body = table(lines, "| dim(z) | VAE ms |")
     assert head == ["dim(z)", "VAE ms", *FAMILIES[1:], "GPVAE floor", "GPVAE / floor"]
-    assert [row.split("|")[1].strip() for row in body] == ["2"]
-    assert all(cell.strip().startswith("x") for row in body for cell in row.strip("|").split("|")[2:])
+    assert [row[0] for row in body] == ["2"]
+    assert all(cell.startswith("x") for row in body for cell in row[2:])
     head, body = table(lines, "| dim(z) | VAE | SA(1)")  # bf16 against fp32
     assert head == ["dim(z)", *FAMILIES, "GPVAE floor"] and len(body) == 1
     head, body = table(lines, "| sweep |")
     assert head == ["sweep", "runs", "fp32 CPU time", "bf16 CPU time", "fp32 wall time",
                     "bf16 wall time"]
-    assert [row.split("|")[2].strip() for row in body] == ["18", "198", "3,960"]
+    assert [row[1] for row in body] == ["18", "198", "3,960"]
     figures = json.loads(out_json.read_text())
     assert figures["flush_denormal"] in (True, False)
     assert len(figures["ms"]) == 2 * (len(FAMILIES) + 1)  # precisions x (families + floor)
@@ -63,7 +54,8 @@ def test_families_subset_leaves_other_rows_without_a_figure(mnist_root, capsys):
     head, _ = table(lines, "| dim(z) | VAE ms |")
     assert head == ["dim(z)", "VAE ms", "GPVAE", "GPVAE floor", "GPVAE / floor"]
     _, body = table(lines, "| sweep |")
-    assert "runs without a figure" not in body[0] and "runs without a figure" in body[1]
+    assert "runs without a figure" not in " ".join(body[0])
+    assert "runs without a figure" in " ".join(body[1])
 
 
 def test_gpvae_training_floor_steps_like_a_model():
