@@ -220,6 +220,26 @@ def test_pick_six_is_ordered_from_lowest_to_highest():
     assert picked[0] == 9 and picked[-1] == 2 and len(set(picked)) == 6
 
 
+def test_convergence_is_the_best_validation_elbos_rise_over_the_last_epochs():
+    fs = figures.FigureSettings(plateau_epochs=3, plateau_nats=1.0)
+    hist = [{"val_elbo": v} for v in (100.0, 150.0, 160.0, 160.5, 160.2, 160.9)]
+    c = figures.convergence({"history": hist}, fs)  # best 160.9 against 160.0 three epochs back
+    assert c["last_epochs_gain"] == pytest.approx(0.9) and c["converged"] is True
+    hist[-1]["val_elbo"] = 161.5
+    assert figures.convergence({"history": hist}, fs)["converged"] is False
+    # a fall after the best (as before an early stop) is no gain
+    falling = [{"val_elbo": v} for v in (100.0, 120.0, 119.0, 118.0, 117.0)]
+    assert figures.convergence({"history": falling}, fs)["last_epochs_gain"] == 0.0
+    assert figures.convergence({"history": hist[:3]}, fs)["converged"] is None  # too short
+
+
+def test_the_lr_schedule_is_part_of_the_cache_key_only_when_it_is_not_constant():
+    cosine = figures.FigureSettings(lr_schedule="cosine").training_dict(0)
+    constant = figures.FigureSettings(lr_schedule="constant").training_dict(0)
+    assert cosine["lr_schedule"] == "cosine" and "lr_schedule" not in constant
+    assert {k: v for k, v in cosine.items() if k != "lr_schedule"} == constant
+
+
 TINY = ["--seeds", "2", "--epochs", "2", "--patience", "1", "--train-size", "256",
         "--val-size", "64", "--batch-size", "64", "--subset", "12", "--grid", "21",
         "--zoom-grid", "9", "--fine-grid", "21", "--quadrature", "4"]
@@ -246,6 +266,7 @@ def test_figure_command_on_tiny_settings(mnist_root, tmp_path, capsys):
         primary = seed["metrics"]["kl_to_moment_matched"]
         assert primary["ci"][0] <= primary["rho"] <= primary["ci"][1] and primary["n"] == 12
         assert "partial" in primary and seed["training"]["epochs_run"] <= 2
+        assert len(seed["training"]["val_elbo_by_epoch"]) == seed["training"]["epochs_run"]
     assert [s["split"] for s in res["per_seed"]] == [0, 1]  # model s is split s
     us = [s["uncertainty"] for s in res["six_shown"]]
     assert us == sorted(us) and len(us) == 6
