@@ -57,7 +57,8 @@ def vae_task(profile_name: str, table: str, dataset: str, dim: int, split: int, 
 
 def trained_vae(task: RunTask, cache: Path):
     """The key's VAE, trained as its run trains it, cached by the run's config hash."""
-    path = cache / f"vae-{task.config_hash()}.pt"
+    # "-ftz": trained with subnormals flushed to zero, as runs train (caches from before are not it)
+    path = cache / f"vae-{task.config_hash()}-ftz.pt"
     if path.exists():
         fitted = prepare(task)
         fitted.model.load_state_dict(torch.load(path)["model"])
@@ -135,6 +136,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
+    # as benchmark.run trains and evaluates, or the VAE is not the record's: without it the VAE's
+    # test IWAE came out 0.05 (d=10) and 0.14 nats (d=50) off its run's record (2026-12-05)
+    torch.set_flush_denormal(True)
     task = vae_task(args.profile, args.table, args.dataset, args.dim, args.split, args.data_root,
                     args.results_dir)
     out = Path(args.results_dir) / "analyses"
