@@ -395,6 +395,9 @@ def test_spearman_claim():
     res = claims.evaluate_correlation(c, {"spearman_rho": 0.2, "p_value": 0.4, "n": 20})
     z = (stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(0.8)) * math.sqrt(1.06 / 17)
     assert res.verdict == "underpowered" and res.mde == pytest.approx(math.tanh(z))
+    # the verdict is a Markdown table cell: no "|" in it (it once read "|rho| >= 0.21")
+    assert f"could detect rho beyond ±{res.mde:.2f}" in res.verdict_text
+    assert "|" not in res.verdict_text
     assert claims.evaluate_correlation(c, None).verdict == "not run"
 
 

@@ -372,7 +372,7 @@ def _fmt_mde(mde: float, unit: str) -> str:
     if unit == "ratio":
         return f"a ratio of x{math.exp(-mde):.2f} or x{math.exp(mde):.2f}"
     if unit == "rho":
-        return f"|rho| >= {mde:.2f}"
+        return f"rho beyond ±{mde:.2f}"  # no "|": the text sits in Markdown table cells
     return f">= {mde:.1f} nats"
 
 
