@@ -15,7 +15,6 @@ from methods.likelihoods import GaussianLikelihood
 FAMILIES = ["VAE", "SA(1)", "IAF(1)", "HF(1)", "ME(2)", "RME(2)", "GPVAE", "VLAE(2)"]
 
 
-
 def test_every_family_at_every_dim_and_precision(mnist_root, tmp_path, capsys):
     out_json = tmp_path / "cost.json"
     assert training_cost.main([

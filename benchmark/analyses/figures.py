@@ -171,6 +171,12 @@ def train_or_load(data: datasets.ImageData, fs: FigureSettings, results_dir: Pat
     return model.eval(), path, fit, True
 
 
+def training_summary(fit: dict, fs: FigureSettings) -> dict:
+    """What the JSON and --train-only report of a model's training: its fit and convergence()."""
+    return {**{k: fit.get(k) for k in ("epochs_run", "best_epoch", "best_val_elbo", "stopped_early",
+                                       "train_seconds")}, **convergence(fit, fs)}
+
+
 def convergence(fit: dict, fs: FigureSettings) -> dict:
     """How settled a model's training ended: the rise of its best validation ELBO over its last
     `plateau_epochs` epochs, and whether that is below `plateau_nats` (None without a history)."""
@@ -456,9 +462,7 @@ def seed_record(seed: int, analysis: dict, cache: Path, fit: dict, trained: bool
     return {
         "seed": seed, "split": seed, "restart": 0, "model_cache": str(cache),
         "trained_now": trained, "sigma_x": sigma,
-        "training": {**{k: fit.get(k) for k in ("epochs_run", "best_epoch", "best_val_elbo",
-                                                 "stopped_early", "train_seconds")},
-                     **convergence(fit, fs)},
+        "training": training_summary(fit, fs),
         "trunks": analysis["trunks"],
         "dead_trunk_share": analysis["trunks"]["either_dead_share"],
         "score_vs_psi_norm_rho": analysis["score_vs_psi_norm_rho"],
@@ -580,10 +584,9 @@ def train_only(data: datasets.ImageData, fs: FigureSettings, results_dir: Path, 
     out = []
     for seed in seeds:
         _, cache, fit, trained = train_or_load(data, fs, Path(results_dir), device, seed)
-        out.append({"seed": seed, "cache": str(cache), "trained_now": trained,
-                    **{k: fit.get(k) for k in ("epochs_run", "best_epoch", "best_val_elbo",
-                                               "stopped_early", "train_seconds")},
-                    **{k: v for k, v in convergence(fit, fs).items() if k != "val_elbo_by_epoch"}})
+        summary = training_summary(fit, fs)
+        del summary["val_elbo_by_epoch"]  # one JSON line per model
+        out.append({"seed": seed, "cache": str(cache), "trained_now": trained, **summary})
     return out
 
 
