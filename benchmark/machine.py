@@ -91,7 +91,10 @@ def _estimate(sweep, tasks):
     from .estimate import estimate_sweep
 
     r = sweep.request
-    return estimate_sweep(tasks, r.results_dir, jobs=r.jobs, gpu=sweep.device.startswith("cuda"))
+    gpu = sweep.device.startswith("cuda")
+    # priced as --dry-run and the progress bar price it (the speed probe where no record scales it),
+    # so the first line's estimate is the one the rest of the command says
+    return estimate_sweep(tasks, r.results_dir, jobs=r.jobs, gpu=gpu, probe=not gpu)
 
 
 def first_line(sweep, pending) -> tuple[str, float | None]:

@@ -173,3 +173,20 @@ def test_saying_no_at_the_terminal_trains_nothing(cpu_machine, data, tmp_path, m
     err = capsys.readouterr().err.splitlines()
     assert outcome.exit_code == 0 and outcome.records == [] and err[0].startswith(CPU_LINE)
     assert "shorten it with --dims 10 (" in err[1] and err[2].startswith("nothing trained")
+
+
+def test_the_first_line_prices_the_sweep_as_the_dry_run_does(cpu_machine, data, tmp_path, capsys,
+                                                             monkeypatch):
+    """On a CPU 3x slower than the reference VM (the speed probe's reading, no records yet) the
+    first line's estimate is the dry run's scaled one, not the reference VM's figure."""
+    from benchmark import estimate, speed_probe
+
+    args = ("--table", "1", "--dry-run", "--data-root", str(data),
+            "--results-dir", str(tmp_path / "results"))
+    _, _, reference = cli(capsys, *args)
+    monkeypatch.setattr(speed_probe, "vae_ms_per_image", lambda: 3 * estimate.FALLBACK_TRAIN_MS["vae"])
+    rc, out, err = cli(capsys, *args)
+    assert rc == 0 and "scaled x3.00 to this machine by" in out
+    said = err[0].split(": estimate ")[1].split(" for ")[0]
+    assert said != reference[0].split(": estimate ")[1].split(" for ")[0]
+    assert f"estimate: {said} for 198 runs" in out, (said, out[-600:])
