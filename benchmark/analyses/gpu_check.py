@@ -43,6 +43,7 @@ from ..datasets import DatasetMissing, load_dataset
 from ..errors import InputError
 from ..factory import build_model
 from ..paper_tables import load_paper_table
+from ..render import md_compact_table
 from ..specs import load_dataset_settings, load_table_spec
 from ..timing import SEED, device_name, test_batches, time_inference
 from ..train import make_optimizer
@@ -151,13 +152,12 @@ def table3_lines(res: dict) -> list[str]:
              f"paper's ms: Table 3, MNIST, d={PAPER_DIM}, an RTX 2080 Ti."
              + (" Cut short by the budget: rows with fewer passes." if res["cut_short"] else ""),
              "",
-             "| row | ms | paper ms | ours / paper | x VAE | paper x VAE | passes |",
-             "|:--|--:|--:|--:|--:|--:|--:|"]
-    for r in res["rows"]:
-        lines.append(f"| {r['row']} | {fmt(r['ms'])} | {fmt(r['paper_ms'], '.1f')} | "
-                     f"{fmt(r['ratio_to_paper'])} | {fmt(r['ratio_to_vae'], prefix='x')} | "
-                     f"{fmt(r['paper_ratio_to_vae'], prefix='x')} | {r['passes']} |")
-    return lines
+             ]
+    rows = [[r["row"], fmt(r["ms"]), fmt(r["paper_ms"], ".1f"), fmt(r["ratio_to_paper"]),
+             fmt(r["ratio_to_vae"], prefix="x"), fmt(r["paper_ratio_to_vae"], prefix="x"),
+             str(r["passes"])] for r in res["rows"]]
+    return lines + [md_compact_table(["row", "ms", "paper ms", "ours / paper", "x VAE",
+                                      "paper x VAE", "passes"], rows, "lrrrrrr")]
 
 
 # ------------------------------------------------------------------ 2. training step per family
@@ -194,12 +194,10 @@ def training_lines(res: dict) -> list[str]:
              "interleaved round by round; first variant of each family of Tables 1 and 4."
              + (" Cut short by the budget." if res["cut_short"] else ""),
              "",
-             "| family | ms per step | x VAE | steps |",
-             "|:--|--:|--:|--:|"]
-    for f in res["families"]:
-        lines.append(f"| {f['label']} | {fmt(f['ms'])} | {fmt(f['ratio_to_vae'], prefix='x')} | "
-                     f"{f['steps']} |")
-    return lines
+             ]
+    rows = [[f["label"], fmt(f["ms"]), fmt(f["ratio_to_vae"], prefix="x"), str(f["steps"])]
+            for f in res["families"]]
+    return lines + [md_compact_table(["family", "ms per step", "x VAE", "steps"], rows, "lrrr")]
 
 
 # ------------------------------------------------------------------ 3. runs per GPU
@@ -397,15 +395,15 @@ def concurrency_lines(res: dict) -> list[str]:
              f"runs; workers started in {res['startup_s']:.1f} s."
              + (" Cut short by the budget: trials skipped." if res["cut_short"] else ""),
              "",
-             "| family | runs | steps/s (sum) | per run | speed-up over 1 | GPU MB a run | host MB a run |",
-             "|:--|--:|--:|--:|--:|--:|--:|"]
-    for t in sorted(res["trials"], key=lambda t: (res["families"].index(t["family"]), t["runs"])):
-        lines.append(f"| {t['family']} | {t['runs']} | "
-                     f"{fmt(t['steps_per_s'], '.1f', missing=t.get('skipped', 'failed'))} | "
-                     f"{fmt(t.get('per_run_steps_per_s'), '.1f')} | "
-                     f"{fmt(t.get('speedup'), prefix='x')} | {fmt(t.get('gpu_mb_max'), '.0f')} | "
-                     f"{fmt(t.get('host_mb_max'), '.0f')} |")
-    lines.append("")
+             ]
+    rows = [[t["family"], str(t["runs"]),
+             fmt(t["steps_per_s"], ".1f", missing=t.get("skipped", "failed")),
+             fmt(t.get("per_run_steps_per_s"), ".1f"), fmt(t.get("speedup"), prefix="x"),
+             fmt(t.get("gpu_mb_max"), ".0f"), fmt(t.get("host_mb_max"), ".0f")]
+            for t in sorted(res["trials"],
+                            key=lambda t: (res["families"].index(t["family"]), t["runs"]))]
+    lines += [md_compact_table(["family", "runs", "steps/s (sum)", "per run", "speed-up over 1",
+                                "GPU MB a run", "host MB a run"], rows, "lrrrrrr"), ""]
     for err in res["errors"]:
         lines.append(f"- error: {err}")
     per = ", ".join(f"{f} {fmt(n, 'd', missing='?')}" for f, n in res["suggested"].items())
