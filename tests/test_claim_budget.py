@@ -68,6 +68,34 @@ def test_45_minutes_plan_vae_and_gpvae_at_d10_to_the_papers_ten_splits(tmp_path)
     assert "needs n = 6" in text  # sd 5 (the prior), the paper's +11.4
 
 
+def _figure_result(tmp_path, rhos, train_seconds=2000.0, analysis_seconds=500.0):
+    """A figure result file as benchmark.analyses.figures writes it, from per-model rhos."""
+    from benchmark.analyses import figures
+
+    per_seed = [{"training": {"train_seconds": train_seconds}} for _ in rhos]
+    write_json_atomic(Path(tmp_path) / "figures" / "figure1_spearman.json",
+                      {"primary": figures.PRIMARY, "seconds": analysis_seconds * len(rhos),
+                       "combined": {figures.PRIMARY: figures.combine(rhos)}, "per_seed": per_seed})
+
+
+def test_figure_1s_claim_says_how_many_models_would_decide_it_and_what_they_cost(tmp_path):
+    fig = "uncertainty-tracks-non-gaussianity"
+    text = _plan(tmp_path, 2700).text()  # no figure result yet
+    assert f"{fig}: not in this sweep: decided by the figure's own runs" in text
+    assert "no result of them yet" in text
+    # the five models of December 2026: mean z 0.052, sd 0.086 -> 36 models (n_for_power)
+    _figure_result(tmp_path, [0.0807, 0.0854, -0.0193, -0.0495, 0.1616])
+    cp = by_id(_plan(tmp_path, 2700))[fig]
+    assert "5 models so far, mean rho +0.052" in cp.why and "about 36 models would decide" in cp.why
+    assert "--seeds 36" in cp.why
+    # 31 more models, 2 at once (jobs=2): 16 rounds of (2000 s training + 500 s analysis)
+    assert cp.budget_needed == pytest.approx(16 * 2500)
+    _figure_result(tmp_path, [0.15, 0.22, 0.18, 0.12, 0.25])  # significant already
+    assert by_id(_plan(tmp_path, 2700))[fig].why.endswith(": decided")
+    _figure_result(tmp_path, [0.1, -0.1, 0.2, -0.2])  # mean z 0: no number of models decides
+    assert "no number of models would decide it" in by_id(_plan(tmp_path, 2700))[fig].why
+
+
 def test_a_small_budget_plans_fewer_splits_or_says_what_budget_would(tmp_path):
     plan = _plan(tmp_path, 1500)  # 25 min: six pairs of runs fit, not ten
     cp = by_id(plan)["gpvae-beats-vae"]

@@ -12,6 +12,7 @@ from torch.distributions import MultivariateNormal
 
 from benchmark import cli
 from benchmark.analyses import figures
+from benchmark.analyses.claims import n_for_power
 from benchmark.analyses.grid_posterior import (
     count_modes,
     gauss_hermite_2d,
@@ -198,6 +199,28 @@ def test_combined_test_is_a_t_test_of_the_models_fisher_z():
     neg = figures.combine([-r for r in rhos])
     assert neg["mean_rho"] < 0 and neg["p_two_sided"] == pytest.approx(got["p_two_sided"])
     assert figures.combine([0.2])["p_two_sided"] is None  # one model: no test
+
+
+def test_n_for_power_gives_the_combined_test_its_power_by_monte_carlo():
+    """claims.n_for_power(mean, sd): at that many models the t-test of normal per-model z rejects at
+    alpha 0.01 in about 80% of 4,000 simulated studies, and at one model fewer in less."""
+    rng = np.random.default_rng(0)
+    mean, sd = 0.052, 0.086  # the five Figure 1 models of December 2026 (docs/figure1.md)
+    n = n_for_power(mean, sd)
+    assert n == 36
+
+    def power(k):
+        z = rng.normal(mean, sd, size=(4000, k))
+        return float(np.mean(stats.ttest_1samp(z, 0, axis=1).pvalue <= 0.01))
+
+    at, below = power(n), power(n - 4)
+    assert abs(at - 0.8) < 3 * math.sqrt(0.8 * 0.2 / 4000) + 0.01, at
+    assert below < 0.8, below
+    assert n_for_power(-mean, sd) == n  # two-sided
+    assert n_for_power(0.0, sd) is None and n_for_power(mean, 0.0) is None
+    assert n_for_power(1e-4, 1.0) is None  # beyond MOST_SAMPLES
+    assert figures.combine([0.08, 0.09, -0.02, -0.05, 0.16])["models_needed"] == n_for_power(
+        *(lambda z: (z.mean(), z.std(ddof=1)))(np.arctanh([0.08, 0.09, -0.02, -0.05, 0.16])))
 
 
 def test_trunk_health_counts_dead_inputs_and_input_dependence():

@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import UsageError
 from ..estimate import duration, estimate_sweep
 from ..yamlio import ConfigError
-from .claims import KINDS, ClaimSet, key, min_detectable_effect, resolve_rows
+from .claims import KINDS, ClaimSet, key, min_detectable_effect, n_for_power, resolve_rows
 
 MIN_PILOT = 3  # shared splits before the records' own sd replaces the planning prior
 N_LIMIT = 200  # the largest n a "what budget would" answer looks at
@@ -256,6 +258,38 @@ def _pooled_need(needs: list[Need], tolerance: float, alpha: float) -> int | Non
     return splits_needed(sd, target, alpha)
 
 
+def _figure_need(claim, results_dir, workers: int, alpha: float) -> tuple[str, float | None]:
+    """What a correlation claim's own runs (a figure's models) say about deciding it: from its
+    result file, the models so far, their combined test and how many models would decide it at
+    their mean and spread (claims.n_for_power), and the time those extra models take at the
+    file's measured seconds a model (training, `workers` at once, plus its analysis)."""
+    from .claims import read_json
+
+    why = f"decided by the figure's own runs ({claim.source}; reproduce.py --figures)"
+    res = read_json(Path(results_dir) / claim.source)
+    combined = ((res or {}).get("combined") or {}).get((res or {}).get("primary") or "") or {}
+    n, p, rho = combined.get("n"), combined.get("p_two_sided"), combined.get("mean_rho")
+    if not n or p is None or rho is None:
+        return why + ": no result of them yet", None
+    got = f"{n} models so far, mean rho {rho:+.3f}, p {p:.2g}"
+    if p <= alpha:
+        return f"{why}: {got}: decided", None
+    need = n_for_power(combined.get("mean_z") or 0.0, combined.get("sd_z") or 0.0, alpha)
+    if need is None:
+        return f"{why}: {got}: at their mean and spread no number of models would decide it", None
+    seeds = res.get("per_seed") or []
+    train = [s["training"]["train_seconds"] for s in seeds
+             if (s.get("training") or {}).get("train_seconds")]
+    if not train:
+        return f"{why}: {got}: about {need} models would decide it at their mean and spread", None
+    per_model = statistics.median(train) + float(res.get("seconds") or 0.0) / max(len(seeds), 1)
+    extra = need - n
+    return (f"{why}: {got}: about {need} models would decide it at their mean and spread "
+            f"({extra} more at {duration(per_model)} a model here, {workers} at once: "
+            f"python -m benchmark.analyses.figures --seeds {need})",
+            math.ceil(extra / max(workers, 1)) * per_model)
+
+
 def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget: float,
                 results_dir, jobs: int, gpu: bool = False, paper=None, alpha: float = 0.01,
                 scope: str = "") -> BudgetPlan:
@@ -309,9 +343,11 @@ def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget
     for claim in together:
         cp = ClaimPlan(claim)
         if KINDS[claim.kind] != "loglik":
-            cp.status, cp.why = "not in this sweep", (
-                "a timing claim: run its timing table" if KINDS[claim.kind] == "timing" else
-                f"decided by the figure's own runs ({claim.source}; reproduce.py --figures)")
+            if KINDS[claim.kind] == "timing":
+                cp.status, cp.why = "not in this sweep", "a timing claim: run its timing table"
+            else:
+                cp.status = "not in this sweep"
+                cp.why, cp.budget_needed = _figure_need(claim, results_dir, workers, alpha)
             plans.append(cp)
             continue
         pairs = _pairs(claim, spec, rows, columns)

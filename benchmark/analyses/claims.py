@@ -225,6 +225,24 @@ def min_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float 
     return _mde_t(sd / math.sqrt(n), n - 1, alpha, power)
 
 
+MOST_SAMPLES = 10_000  # n_for_power's search limit
+
+
+def n_for_power(mean: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """The fewest samples at which a two-sided one-sample t-test at `alpha` rejects with
+    probability `power` when the samples are normal with this mean and sd (the noncentral t's
+    power, exact for normal samples); None when mean is 0 or more than MOST_SAMPLES are needed.
+    Used for Figure 1's combined test, whose samples are the models' Fisher z."""
+    if not sd > 0 or mean == 0 or not math.isfinite(mean / sd):
+        return None
+    n = np.arange(2, MOST_SAMPLES + 1)
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(mean) / sd * np.sqrt(n)
+    reached = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) >= power
+    return int(n[np.argmax(reached)]) if reached.any() else None
+
+
 def min_detectable_rho(n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
     if n <= 3:
         return None

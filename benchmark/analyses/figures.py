@@ -57,6 +57,7 @@ from ..run import split_indices
 from ..specs import load_dataset_settings
 from ..store import ResultsStore, write_json_atomic
 from ..train import save_atomic, train
+from .claims import n_for_power
 from .grid_posterior import (
     count_modes,
     grid_log_joint,
@@ -297,13 +298,14 @@ def combine(rhos: list[float | None]) -> dict:
     """The across-model test: a two-sided one-sample t-test of the per-model Fisher z = atanh(rho)
     against 0 (n = models with a finite rho; df = n - 1); also the mean rho, tanh of the mean z, how
     many are positive, the exact two-sided Wilcoxon signed-rank p (robustness; with 5 models its
-    smallest possible p is 0.0625), and the smallest mean rho (as tanh of a mean z) the t-test
-    detects at ALPHA with probability POWER given the models' spread."""
+    smallest possible p is 0.0625), the smallest mean rho (as tanh of a mean z) the t-test
+    detects at ALPHA with probability POWER given the models' spread, and the models that test
+    would need for POWER if the mean and spread measured held (claims.n_for_power)."""
     rs = [r for r in rhos if r is not None]
     out = {"n": len(rs), "mean_rho": None, "rho_of_mean_z": None, "mean_z": None, "sd_z": None,
            "t": None, "df": max(len(rs) - 1, 0), "p_two_sided": None, "wilcoxon_p": None,
            "positive": sum(r > 0 for r in rs), "negative": sum(r < 0 for r in rs),
-           "mde_rho": None, "alpha": ALPHA, "power": POWER}
+           "mde_rho": None, "models_needed": None, "alpha": ALPHA, "power": POWER}
     if not rs:
         return out
     z = np.array([_fisher_z(r) for r in rs])
@@ -317,7 +319,8 @@ def combine(rhos: list[float | None]) -> dict:
             df = len(rs) - 1
             mde_z = (stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(POWER, df)) * sd / math.sqrt(len(rs))
             out.update(t=float(res.statistic), p_two_sided=float(res.pvalue),
-                       mde_rho=math.tanh(float(mde_z)))
+                       mde_rho=math.tanh(float(mde_z)),
+                       models_needed=n_for_power(float(z.mean()), sd, ALPHA, POWER))
         if np.any(z != 0):
             out["wilcoxon_p"] = float(stats.wilcoxon(z, alternative="two-sided").pvalue)
     return out
