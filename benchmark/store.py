@@ -155,10 +155,30 @@ def checkpoint_problem(path: Path) -> str | None:
     return f"damaged ({damaged}: CRC mismatch)" if damaged else None
 
 
+NOT_WEIGHTS_ONLY = ("it holds objects other than tensors, numbers and strings, which are not loaded "
+                    "(loading them could run code)")
+
+
+def unsafe_globals(path: Path) -> list[str]:
+    """The names a checkpoint's pickle would import beyond what torch's weights-only unpickler
+    allows (torch.serialization.get_unsafe_globals_in_checkpoint: it reads the pickle's opcodes and
+    runs nothing); [] when it cannot tell (the run's load then decides)."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        return list(get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # any trouble reading it is load_checkpoint's to report
+        return []
+
+
 def warn_unusable_checkpoint(path: Path) -> None:
-    """Before its run is launched: one warning if the checkpoint at `path` is cut short or damaged
-    (the run's worker sets it aside, holding the run's claim, and starts from scratch)."""
+    """Before its run is launched, where the person at the console sees it (a worker's own warning
+    goes to its log): one warning if the checkpoint at `path` is cut short, damaged or holds objects
+    that could run code (the run's worker sets it aside, holding the run's claim, and starts from
+    scratch)."""
     why = checkpoint_problem(path)
+    if why is None and Path(path).exists() and (names := unsafe_globals(path)):
+        why = f"{NOT_WEIGHTS_ONLY}: {', '.join(names[:3])}"
     if why is not None:
         warn_once("corrupt checkpoint", path, "checkpoint %s: %s; the run sets it aside (.corrupt) "
                   "and starts from scratch", path, why)
@@ -187,8 +207,7 @@ def load_checkpoint(path: Path) -> dict | None:
         except OSError:
             raise  # the disk, not the file (an I/O error): the caller reports it
         except Exception as err:  # whatever torch raises for a file it cannot read: the file is bad
-            why = ("it holds objects other than tensors, numbers and strings, which are not loaded "
-                   "(loading them could run code)" if isinstance(err, pickle.UnpicklingError)
+            why = (NOT_WEIGHTS_ONLY if isinstance(err, pickle.UnpicklingError)
                    and "Weights only load failed" in str(err) else f"unreadable ({_first_line(err)})")
     moved = set_aside_file(path, "corrupt")
     warn_once("corrupt checkpoint", path, "checkpoint %s: %s; set aside as %s, the run starts from "

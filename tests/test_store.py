@@ -395,3 +395,33 @@ def test_layout():
     assert store.checkpoint_path(KEY).name == "s0-r0.ckpt"
     assert store.claim_path(KEY).name == "s0-r0.claim"
     assert str(store.timings_path("quick", "table3")) == "R/runs/quick/table3/timings.json"
+
+
+class _Planted:
+    """Unpickled, it would create the file `marker` (a checkpoint planted to run code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_holding_code_is_said_before_launch_without_loading_it(tmp_path, caplog):
+    """The launcher's check (on the console, before a worker loads anything) names a checkpoint
+    whose pickle imports more than weights, runs none of it and moves nothing (its run's worker sets
+    it aside); a real checkpoint passes silently."""
+    import torch
+
+    from benchmark.store import warn_unusable_checkpoint
+
+    planted, clean = tmp_path / "planted.ckpt", tmp_path / "clean.ckpt"
+    torch.save({"model": _Planted(tmp_path / "code-ran"), "tag": "x"}, planted)
+    torch.save({"model": {"w": torch.zeros(3)}, "epoch": 2, "rng": torch.get_rng_state()}, clean)
+    with caplog.at_level(logging.WARNING, logger="gpvae_bench"):
+        warn_unusable_checkpoint(planted)
+        warn_unusable_checkpoint(clean)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "planted.ckpt: it holds objects other than tensors" in warnings[0]
+    assert "io.open" in warnings[0] or "builtins.open" in warnings[0], warnings[0]
+    assert not (tmp_path / "code-ran").exists() and planted.exists() and clean.exists()
