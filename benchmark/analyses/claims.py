@@ -250,6 +250,16 @@ def min_detectable_rho(n: int, alpha: float = ALPHA, power: float = POWER) -> fl
     return float(math.tanh(z))
 
 
+def _status(p: float, diff: float, mde: float, tolerance: float | None, alpha: float) -> str:
+    """A comparison's status (module docstring): above / below when significant (the sign of the
+    tested difference), a tie when not significant at the power to see the tolerance, else unclear."""
+    if p <= alpha:
+        return "above" if diff > 0 else "below"
+    if tolerance is not None and mde <= tolerance:
+        return "tie"
+    return "unclear"
+
+
 def paired(x, y, label: str, tolerance: float | None, alpha: float = ALPHA) -> Comparison:
     """Paired t-test of x against y (equal-length arrays, pair by pair)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -264,13 +274,7 @@ def paired(x, y, label: str, tolerance: float | None, alpha: float = ALPHA) -> C
     else:
         p = float(stats.ttest_rel(x, y).pvalue)
     mde = min_detectable_effect(sd, n, alpha)
-    if p <= alpha:
-        status = "above" if effect > 0 else "below"
-    elif tolerance is not None and mde <= tolerance:
-        status = "tie"
-    else:
-        status = "unclear"
-    return Comparison(label, n, effect, p, mde, status)
+    return Comparison(label, n, effect, p, mde, _status(p, effect, mde, tolerance, alpha))
 
 
 def welch(x, y, label: str, tolerance: float | None, alpha: float = ALPHA,
@@ -293,13 +297,7 @@ def welch(x, y, label: str, tolerance: float | None, alpha: float = ALPHA,
         p = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
         df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
     mde = _mde_t(se, df, alpha)
-    if p <= alpha:
-        status = "above" if diff > 0 else "below"
-    elif tolerance is not None and mde <= tolerance:
-        status = "tie"
-    else:
-        status = "unclear"
-    return Comparison(label, n, effect, p, mde, status)
+    return Comparison(label, n, effect, p, mde, _status(p, diff, mde, tolerance, alpha))
 
 
 # ---------------------------------------------------------------- results
