@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .render import DATASET_LABELS
+from .labels import DATASET_LABELS
 from .specs import DatasetSettings, load_dataset_settings
 from .yamlio import ConfigError
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
+from .labels import DATASET_LABELS
+
 if TYPE_CHECKING:  # specs imports the plugins (torch); analyses that render need neither
     from .aggregate import Cell
     from .specs import TableSpec
@@ -36,9 +38,6 @@ PAGE_CSS = (
     "pre{background:#f6f6f6;padding:8px}"
 )
 FLOOR_MARGIN_NATS = 100.0  # a trained model must beat the mean-image model by at least this
-DATASET_LABELS = {"mnist": "MNIST", "omniglot": "OMNIGLOT", "svhn": "SVHN", "cifar10": "CIFAR10",
-                  "celeba": "CelebA", "binarized_mnist": "Binary MNIST (CNN)",
-                  "binarized_mnist_fc": "Binary MNIST (FC)"}
 
 
 @dataclass

@@ -24,7 +24,8 @@ import torch
 
 from . import datasets
 from .factory import build_model
-from .render import DATASET_LABELS, timing_tables
+from .labels import DATASET_LABELS
+from .render import timing_tables
 from .specs import load_dataset_settings
 from .store import write_json_atomic
 

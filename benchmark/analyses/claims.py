@@ -84,7 +84,8 @@ import pandas as pd
 from scipy import stats
 
 from ..aggregate import ALPHA, best_restarts, records_frame
-from ..render import DATASET_LABELS, Block, Marked, document_html, document_markdown
+from ..labels import DATASET_LABELS
+from ..render import Block, Marked, document_html, document_markdown
 from ..store import ResultsStore, write_text_atomic
 from ..yamlio import ConfigError, read_yaml_mapping
 
