@@ -88,8 +88,8 @@ def test_figure_1s_claim_says_how_many_models_would_decide_it_and_what_they_cost
     cp = by_id(_plan(tmp_path, 2700))[fig]
     assert "5 models so far, mean rho +0.052" in cp.why and "about 36 models would decide" in cp.why
     assert "--seeds 36" in cp.why
-    # 31 more models, 2 at once (jobs=2): 16 rounds of (2000 s training + 500 s analysis)
-    assert cp.budget_needed == pytest.approx(16 * 2500)
+    # 31 more models trained 2 at once (jobs=2): 16 rounds of 2000 s; then all 36 analysed, 500 s each
+    assert cp.budget_needed == pytest.approx(16 * 2000 + 36 * 500)
     _figure_result(tmp_path, [0.15, 0.22, 0.18, 0.12, 0.25])  # significant already
     assert by_id(_plan(tmp_path, 2700))[fig].why.endswith(": decided")
     _figure_result(tmp_path, [0.1, -0.1, 0.2, -0.2])  # mean z 0: no number of models decides

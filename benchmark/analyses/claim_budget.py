@@ -261,8 +261,9 @@ def _pooled_need(needs: list[Need], tolerance: float, alpha: float) -> int | Non
 def _figure_need(claim, results_dir, workers: int, alpha: float) -> tuple[str, float | None]:
     """What a correlation claim's own runs (a figure's models) say about deciding it: from its
     result file, the models so far, their combined test and how many models would decide it at
-    their mean and spread (claims.n_for_power), and the time those extra models take at the
-    file's measured seconds a model (training, `workers` at once, plus its analysis)."""
+    their mean and spread (claims.n_for_power), and the time they take at the file's measured
+    seconds a model: the extra models' training, `workers` at once, then the analysis of all of
+    them (figures.py analyses every model of --seeds in one process)."""
     from .claims import read_json
 
     why = f"decided by the figure's own runs ({claim.source}; reproduce.py --figures)"
@@ -282,12 +283,14 @@ def _figure_need(claim, results_dir, workers: int, alpha: float) -> tuple[str, f
              if (s.get("training") or {}).get("train_seconds")]
     if not train:
         return f"{why}: {got}: about {need} models would decide it at their mean and spread", None
-    per_model = statistics.median(train) + float(res.get("seconds") or 0.0) / max(len(seeds), 1)
+    training = statistics.median(train)
+    analysis = float(res.get("seconds") or 0.0) / max(len(seeds), 1)  # the run analyses every model
     extra = need - n
     return (f"{why}: {got}: about {need} models would decide it at their mean and spread "
-            f"({extra} more at {duration(per_model)} a model here, {workers} at once: "
+            f"({extra} more trained at {duration(training)} a model here, {workers} at once, then "
+            f"all {need} analysed at {duration(analysis)} a model: "
             f"python -m benchmark.analyses.figures --seeds {need})",
-            math.ceil(extra / max(workers, 1)) * per_model)
+            math.ceil(extra / max(workers, 1)) * training + need * analysis)
 
 
 def plan_budget(spec, claim_set: ClaimSet, tasks: list, records: list, *, budget: float,
