@@ -267,8 +267,8 @@ def _figure_need(claim, results_dir, workers: int, alpha: float) -> tuple[str, f
     from .claims import read_json
 
     why = f"decided by the figure's own runs ({claim.source}; reproduce.py --figures)"
-    res = read_json(Path(results_dir) / claim.source)
-    combined = ((res or {}).get("combined") or {}).get((res or {}).get("primary") or "") or {}
+    res = read_json(Path(results_dir) / claim.source) or {}
+    combined = (res.get("combined") or {}).get(res.get("primary") or "") or {}
     n, p, rho = combined.get("n"), combined.get("p_two_sided"), combined.get("mean_rho")
     if not n or p is None or rho is None:
         return why + ": no result of them yet", None
