@@ -151,8 +151,7 @@ def table3_lines(res: dict) -> list[str]:
              "passes (each after 2 warm-up passes; benchmark/timing.py's `time_inference`); the "
              f"paper's ms: Table 3, MNIST, d={PAPER_DIM}, an RTX 2080 Ti."
              + (" Cut short by the budget: rows with fewer passes." if res["cut_short"] else ""),
-             "",
-             ]
+             ""]
     rows = [[r["row"], fmt(r["ms"]), fmt(r["paper_ms"], ".1f"), fmt(r["ratio_to_paper"]),
              fmt(r["ratio_to_vae"], prefix="x"), fmt(r["paper_ratio_to_vae"], prefix="x"),
              str(r["passes"])] for r in res["rows"]]
@@ -193,8 +192,7 @@ def training_lines(res: dict) -> list[str]:
              f"on {res['batch']} MNIST training images, the median of up to {res['steps']} steps "
              "interleaved round by round; first variant of each family of Tables 1 and 4."
              + (" Cut short by the budget." if res["cut_short"] else ""),
-             "",
-             ]
+             ""]
     rows = [[f["label"], fmt(f["ms"]), fmt(f["ratio_to_vae"], prefix="x"), str(f["steps"])]
             for f in res["families"]]
     return lines + [md_compact_table(["family", "ms per step", "x VAE", "steps"], rows, "lrrr")]
@@ -394,8 +392,7 @@ def concurrency_lines(res: dict) -> list[str]:
              + fmt(res["window_s"], ".1f", missing="?") + " s window; steps/s summed over the "
              f"runs; workers started in {res['startup_s']:.1f} s."
              + (" Cut short by the budget: trials skipped." if res["cut_short"] else ""),
-             "",
-             ]
+             ""]
     rows = [[t["family"], str(t["runs"]),
              fmt(t["steps_per_s"], ".1f", missing=t.get("skipped", "failed")),
              fmt(t.get("per_run_steps_per_s"), ".1f"), fmt(t.get("speedup"), prefix="x"),
