@@ -158,6 +158,27 @@ def autocast_step(model: torch.nn.Module, device_type: str, dtype: torch.dtype |
         yield
 
 
+def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, dtype: torch.dtype | None):
+    """step(x) -> loss: one training step, the one train() takes and the one
+    benchmark.analyses.training_cost, speed and gpu_check time. Forward pass and loss under
+    autocast_step (dtype None: fp32, no autocast); NonFiniteLoss before any gradient is taken from
+    a loss that is not finite; then zero_grad, backward and Adam, outside autocast. Returns the
+    loss, detached."""
+    device_type = next(model.parameters()).device.type
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        with autocast_step(model, device_type, dtype):
+            loss = model.loss(x)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss.item()}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
 def lr_at_step(schedule: str, lr: float, step: int, total_steps: int) -> float:
     """Adam's lr for step `step` (0-based) of `total_steps` under `schedule` (module docstring)."""
     if schedule == "constant":
@@ -221,6 +242,7 @@ def train(
         log.info("training in %s: autocast on %s around forward and loss; evaluation in fp32",
                  precision, device_type)
     opt = make_optimizer(model, lr)
+    step = make_step(model, opt, dtype)
     order_gen = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val": -math.inf, "best_epoch": -1, "best_weights": None,
              "history": [], "resumed_from_epoch": None}
@@ -251,14 +273,10 @@ def train(
                 step_lr = lr_at_step(lr_schedule, lr, epoch * steps_per_epoch + i, total_steps)
                 for group in opt.param_groups:
                     group["lr"] = step_lr
-            x = to_input(train_images[idx])
-            with autocast_step(model, device_type, dtype):
-                loss = model.loss(x)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            try:
+                loss = step(to_input(train_images[idx]))
+            except NonFiniteLoss as err:
+                raise NonFiniteLoss(f"{err} at epoch {epoch + 1}") from None
             total += loss.item() * len(idx)
         model.eval()
         val_elbo = batched_mean(model.elbo, val_images, eval_batch_size, to_input)

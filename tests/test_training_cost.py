@@ -9,7 +9,10 @@ import torch
 from markdown_tables import table
 
 from benchmark.analyses import training_cost
+from benchmark.datasets import load_dataset
+from benchmark.specs import load_dataset_settings
 from methods import NetConfig, get_method
+from methods.iaf import IAF
 from methods.likelihoods import GaussianLikelihood
 
 FAMILIES = ["VAE", "SA(1)", "IAF(1)", "HF(1)", "ME(2)", "RME(2)", "GPVAE", "VLAE(2)"]
@@ -71,6 +74,27 @@ def test_gpvae_training_floor_steps_like_a_model():
     p = net.hidden
     assert all(w.shape == (p, d * (p // 2 + 1)) and w.grad is not None for w in floor.forms)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # copies
+
+
+def test_the_timed_step_is_the_trainers(mnist_root, monkeypatch):
+    """build_timed steps each model with benchmark.train.make_step, the trainer's step: under bf16
+    a method's declared fp32_modules run outside autocast, as in training, and a step moves the
+    weights with Adam."""
+    monkeypatch.setattr(IAF, "fp32_modules", ("flow",), raising=False)
+    built, build = [], training_cost.build
+    monkeypatch.setattr(training_cost, "build", lambda *a: built.append(build(*a)) or built[-1])
+    rows = [r for r in training_cost.table_families() if r.method == "iaf"]
+    settings = load_dataset_settings("mnist")
+    data = load_dataset(settings.loader("mnist"), str(mnist_root))
+    (timed,) = training_cost.build_timed(rows, [2], ["bf16"], settings, data, torch.device("cpu"))
+    (iaf,) = built
+    made, decoder = [], []
+    iaf.flow.steps[-1].out.register_forward_hook(lambda m, a, out: made.append(out.dtype))
+    iaf.decoder.register_forward_hook(lambda m, a, out: decoder.append(out.dtype))
+    before = [p.detach().clone() for p in iaf.parameters()]
+    timed.step(data.to_float(data.train[:4]))
+    assert made == [torch.float32] and decoder == [torch.bfloat16]
+    assert any(not torch.equal(a, b) for a, b in zip(before, iaf.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("args", [["--dims", "0"], ["--precision", "fp16"],

@@ -46,10 +46,10 @@ from ..paper_tables import load_paper_table
 from ..render import md_compact_table
 from ..specs import load_dataset_settings, load_table_spec
 from ..timing import SEED, device_name, test_batches, time_inference
-from ..train import make_optimizer
+from ..train import make_optimizer, make_step
 from ..yamlio import ConfigError
 from .speed import DEFAULT_DATA_ROOT
-from .training_cost import BASELINE, build_timed, make_step, run_steps, table_families
+from .training_cost import BASELINE, build_timed, run_steps, table_families
 
 DATASET = "mnist"
 PAPER_DIM = 50  # Table 3's dim(z): the paper's printed times are for it
@@ -231,7 +231,7 @@ def _worker(rank: int, spec: WorkerSpec, commands, results) -> None:
                                    latent_dim=spec.dim, num_train=spec.num_train, seed=rank)
             model = model.to(device).train()
             model.on_epoch_start(0, 1)
-            steps[method] = make_step(model, make_optimizer(model, 1e-3), "fp32", device)
+            steps[method] = make_step(model, make_optimizer(model, 1e-3), None)
             for _ in range(spec.warmup):
                 steps[method](x)
             sync(device)

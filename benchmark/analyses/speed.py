@@ -23,9 +23,9 @@ over torch.utils.benchmark's blocked_autorange (which synchronises CUDA), after 
           those of the two quadratic forms with symmetry used. Nothing of (2) can be cheaper.
 
 It prints the times and the ratios loop / GPVAE and GPVAE / floor. `--train` instead times one
-Adam step (zero_grad, loss(x).backward(), step) of the first variant of every registered method
-(or `--all-variants`) on the same batch, one method after the other, and prints each relative to
-the VAE's. benchmark.analyses.training_cost takes the same step (its `make_step`) with the
+Adam step (the trainer's: benchmark.train.make_step) of the first variant of every registered
+method (or `--all-variants`) on the same batch, one method after the other, and prints each
+relative to the VAE's. benchmark.analyses.training_cost times the same step with the
 families' steps interleaved so that a shared machine's drift hits all alike, at several dims, in
 fp32 and bf16, against GPVAE's training floor, and projects what a sweep costs from them.
 """
@@ -46,7 +46,7 @@ from ..datasets import DatasetMissing, load_dataset
 from ..factory import build_model
 from ..specs import load_dataset_settings
 from ..timing import device_name
-from ..train import make_optimizer
+from ..train import make_optimizer, make_step
 
 DEFAULT_DATA_ROOT = os.environ.get("GPVAE_BENCH_DATA", "../shared/data")
 TARGETS = {"dim": 50, "loop_over_gpvae": 3.0, "gpvae_over_floor": 1.5}
@@ -99,15 +99,13 @@ def inference_rows(x, settings, data, dims, device, min_run_time, method="gpvae"
 def training_rows(x, settings, data, dim, device, min_run_time, all_variants: bool,
                   baseline: str = "vae"):
     """(label, seconds per Adam step) for each method variant, the baseline first."""
-    from .training_cost import make_step  # it imports this module
-
     rows = []
     methods = registered_methods()
     for name, info in sorted(methods.items(), key=lambda item: item[0] != baseline):
         for params in (info.variants if all_variants else info.variants[:1]):
             model = build(name, dict(params), settings, data, dim, device).train()
             model.on_epoch_start(0, 1)
-            step = make_step(model, make_optimizer(model, lr=1e-3), "fp32", device)
+            step = make_step(model, make_optimizer(model, lr=1e-3), None)
             rows.append((display_name(info.label, params),
                          median_seconds(lambda step=step: step(x), device, min_run_time)))
             print(f"{rows[-1][0]:>10} {rows[-1][1] * 1e3:>10.1f}", flush=True)

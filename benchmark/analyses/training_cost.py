@@ -8,7 +8,7 @@ makes a sweep cost on this machine.
 One process, one batch of `--batch-size` training images of `--dataset` (its networks and
 likelihood; MNIST by default). For every dim(z), family and precision, a model is built by the
 one model factory (seed 0) with its fused Adam (benchmark.train.make_optimizer), and one training
-step is `zero_grad; loss(x).backward(); step()`, the trainer's. Families: the first variant of each
+step is the trainer's own (benchmark.train.make_step). Families: the first variant of each
 method in Table 1 and Table 4 (VAE, SA(1), IAF(1), HF(1), ME(2), RME(2) in its first stage,
 GPVAE, VLAE(2)), and "GPVAE floor": `GPVAE.training_floor()`, a model whose step is the least a
 GPVAE step must do (its three networks and the decoder, forward and backward, the quadratic forms'
@@ -22,10 +22,11 @@ processes, clock, memory) hits every family alike; each family's figure is the m
 only. Ratios are to the VAE's median in the same precision. Subnormal floats are flushed to zero
 in this process (torch.set_flush_denormal(True)), as in training runs (benchmark.run).
 
-`--precision fp32,bf16` times each model both ways: bf16 is torch.autocast(device_type,
-dtype=torch.bfloat16) around the forward pass and loss (backward and Adam outside it, parameters in
-fp32). On a CPU without bf16 instructions (avx512_bf16 / amx_bf16) it is emulated, and the output
-says so.
+`--precision fp32,bf16` times each model both ways: bf16 is the trainer's autocast to bfloat16
+around the forward pass and loss, with a method's `fp32_modules` kept out of it (backward and Adam
+outside it, parameters in fp32; benchmark.train.autocast_step). On a CPU without fast bf16
+(benchmark.train.FAST_BF16_CPU_FLAGS) it is emulated, and the output says so; training refuses it
+there, this benchmark times it.
 
 Projected wall time: the cost model of benchmark/estimate.py (per-image costs, a local sweep's
 runs longest first on min(jobs, cores) slots, one thread each) fed with these steps in place of
@@ -43,7 +44,6 @@ MNIST, and the `paper` profile's Table 1 (3,960 runs), on `--jobs` (default: eve
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -63,19 +63,17 @@ from ..datasets import DatasetMissing, load_dataset
 from ..keys import RunKey
 from ..profiles import load_profile
 from ..specs import Row, load_dataset_settings, load_table_spec
+from ..tasks import RunTask
 from ..timing import device_name
-from ..train import make_optimizer
+from ..train import FAST_BF16_CPU_FLAGS, cpu_bf16_features, make_optimizer, make_step
 from .speed import DEFAULT_DATA_ROOT, build
 
-try:  # RunTask is moving from benchmark.keys to benchmark.tasks
-    from ..tasks import RunTask
-except ImportError:  # pragma: no cover
-    from ..keys import RunTask
-
-PRECISIONS = ("fp32", "bf16")
+# a precision's autocast dtype (benchmark.train.make_step); bf16 is timed even where the CPU has no
+# bf16 instructions (emulated; the output says so), where training (benchmark.train) refuses it
+STEP_DTYPE = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = tuple(STEP_DTYPE)
 FLOOR = "gpvae-floor"  # the key of GPVAE's training floor among the families
 BASELINE = "vae"
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # (label, profile, table, datasets or None for the table's, methods or None for every row)
 SWEEPS = (
     ("claims, Table 1, MNIST, VAE + GPVAE", "claims", "1", ("mnist",), ("vae", "gpvae")),
@@ -97,41 +95,15 @@ def family_label(row: Row) -> str:
     return display_name(get_method(row.method).label, row.param_dict)
 
 
-def autocast(precision: str, device: torch.device):
-    """The context a step's forward pass and loss run in."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def make_step(model, opt, precision: str, device: torch.device):
-    """step(x): one training step as the trainer takes it (benchmark.train), forward and loss
-    under `precision`'s autocast."""
-    def step(x: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast(precision, device):
-            loss = model.loss(x)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def bf16_note(device: torch.device) -> str:
     """One line on whether this device has bf16 arithmetic."""
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
         return f"bf16: {device_name(device)} {'supports' if ok else 'does not support'} bf16"
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
-                      if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    have = [f for f in BF16_FLAGS if f in flags]
-    if have:
+    if have := sorted(cpu_bf16_features()):
         return f"bf16: this CPU reports {' and '.join(have)}"
-    return (f"bf16: this CPU reports neither {' nor '.join(BF16_FLAGS)}: autocast to bf16 runs "
-            "without bf16 hardware (emulated; slower than fp32 is expected)")
+    return (f"bf16: this CPU reports none of {', '.join(sorted(FAST_BF16_CPU_FLAGS))}: autocast to "
+            "bf16 runs without bf16 hardware (emulated; slower than fp32 is expected)")
 
 
 @dataclasses.dataclass
@@ -159,11 +131,11 @@ def build_timed(rows, dims, precisions, settings, data, device, lr=1e-3) -> list
                 model.on_epoch_start(0, 1)  # RME: its first stage
                 label = family_label(row)
                 out.append(Timed(dim, row.method, label, precision,
-                                 make_step(model, make_optimizer(model, lr), precision, device)))
+                                 make_step(model, make_optimizer(model, lr), STEP_DTYPE[precision])))
                 if row.method == "gpvae" and hasattr(model, "training_floor"):
                     floor = model.training_floor().to(device).train()
                     out.append(Timed(dim, FLOOR, "GPVAE floor", precision,
-                                     make_step(floor, make_optimizer(floor, lr), precision, device)))
+                                     make_step(floor, make_optimizer(floor, lr), STEP_DTYPE[precision])))
     return out
 
 
@@ -396,14 +368,15 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     x = data.to_float(data.train[: args.batch_size]).to(device)
     jobs = args.jobs or os.cpu_count() or 1
-    print(f"training_cost: one step (zero_grad, loss(x).backward(), fused Adam) on a batch of "
-          f"{len(x)} {args.dataset} training images; device {device.type}: {device_name(device)}; "
+    print(f"training_cost: one training step as the trainer takes it (loss(x), backward, fused "
+          f"Adam) on a batch of {len(x)} {args.dataset} training images; device {device.type}: "
+          f"{device_name(device)}; "
           f"{torch.get_num_threads()} thread(s); torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print("flush-to-zero: " + ("on (torch.set_flush_denormal(True), as in training runs)" if flushed
                                else "not supported on this CPU: subnormal floats are kept"))
     if "bf16" in precisions:
-        print(bf16_note(device) + "; bf16 = torch.autocast(bfloat16) around forward and loss")
+        print(bf16_note(device) + "; bf16 = the trainer's autocast(bfloat16) around forward and loss")
     timed = build_timed(rows, dims, precisions, settings, data, device)
     run_steps(timed, x, device, args.steps, args.warmup, args.slow_ms, args.slow_steps,
               progress=lambda line: print(line, file=sys.stderr, flush=True))
