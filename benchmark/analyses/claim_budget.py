@@ -5,7 +5,9 @@ wall time on this machine (`reproduce.py --table 1 --claims --budget 3h`).
 The design is fixed: every comparison's number of splits n is chosen before anything trains, from
 - the spread of its paired differences: the sample sd of the records that exist when they have at
   least MIN_PILOT shared splits, else the table's planning prior (benchmark/paper/claims.yaml,
-  `planning: sd`: measured on earlier claims-profile sweeps);
+  `planning: sd`: measured on earlier claims-profile sweeps) or, when it is larger, the largest
+  spread measured between any two rows of the same column (so a comparison with no records of its
+  own is not planned as if it spread less than the rows that have been run there);
 - the effect to plan for: the paper's printed difference between the two rows in that column,
   or the table's tie tolerance when the paper's gap is smaller (a comparison is decided either by
   p <= alpha or by a tie shown with power: claims.py's rules), i.e. max(|paper gap|, tolerance);
