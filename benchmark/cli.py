@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None,
                    help="work size: smoke (seconds a run; checks the wiring, numbers mean "
                    "nothing), quick (minutes a run on a CPU; hours for a whole table), claims "
-                   "(full data, 6 epochs: minutes a run), paper (the paper's protocol: days on a "
-                   "CPU, use a GPU or Slurm), or a path to a profile YAML (default: chosen for "
+                   "(full data, 18 epochs: converged runs for verdicts, about half an hour a run "
+                   "on a CPU), paper (the paper's protocol: days on a CPU, use a GPU or Slurm), "
+                   "or a path to a profile YAML (default: chosen for "
                    "this machine: paper with a CUDA device or --launcher slurm, else claims). "
                    "--dry-run says how long a sweep takes here")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

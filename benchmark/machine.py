@@ -161,7 +161,7 @@ def shorter(sweep, pending) -> list[str]:
         est = _estimate(sweep, [t for t in runnable if keep(t)])
         out.append(f"{option} ({duration(est.wall_seconds)})")
     if "budget" in {f.name for f in dataclasses.fields(sweep.request)} and _has_claims(sweep):
-        out.append("--claims --budget 45m (the runs that decide the most claims in 45 min)")
+        out.append("--claims --budget 3h (the runs that decide the most claims in 3 h)")
     return out
 
 

@@ -147,7 +147,7 @@ def test_a_long_sweep_is_said_and_asked_about_only_at_a_terminal(cpu_machine, da
                 and "--dims 10 (" in err and "--methods vae,gpvae --dims 10 (" in err)
         assert ("nothing trained" in err) is not go
         if "budget" in Request.__dataclass_fields__:  # Table 1's claims: a budget sizes the sweep
-            assert "--claims --budget 45m" in err
+            assert "--claims --budget 3h" in err
 
     monkeypatch.setattr("builtins.input", no_input)
     dry = dataclasses.replace(sweep, request=dataclasses.replace(sweep.request, dry_run=True))
